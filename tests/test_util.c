@@ -1,0 +1,104 @@
+/*  =========================================================================
+    test_util.c - helpers for actor tests (see test_util.h)
+    =========================================================================
+*/
+
+#include "test_util.h"
+#include <ftw.h>
+
+chat_peer_t *
+chat_peer_new (chat_actor_t actor)
+{
+    chat_peer_t *self = (chat_peer_t *) zmalloc (sizeof (chat_peer_t));
+    assert_non_null (self);
+    self->actor = actor;
+    self->inbox = chat_inbox_new (actor);
+    assert_non_null (self->inbox);
+    self->outbox = chat_outbox_new (actor, NULL);
+    chat_msg_init (&self->msg);
+    return self;
+}
+
+void
+chat_peer_destroy (chat_peer_t **self_p)
+{
+    chat_peer_t *self = *self_p;
+    if (self) {
+        zsock_destroy (&self->inbox);
+        chat_outbox_destroy (&self->outbox);
+        chat_msg_release (&self->msg);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+chat_msg_t *
+chat_peer_recv (chat_peer_t *self, int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new (self->inbox, NULL);
+    void *which = zpoller_wait (poller, timeout_ms);
+    zpoller_destroy (&poller);
+    if (!which)
+        return NULL;
+    if (chat_msg_recv (self->inbox, &self->msg, false) != 0)
+        fail_msg ("malformed message at %s", chat_actor_name (self->actor));
+    return &self->msg;
+}
+
+chat_msg_t *
+chat_peer_expect (chat_peer_t *self, chat_cmd_t cmd, int timeout_ms)
+{
+    chat_msg_t *m = chat_peer_recv (self, timeout_ms);
+    if (!m)
+        fail_msg ("%s: expected %s, got nothing in %d ms",
+                  chat_actor_name (self->actor), chat_cmd_name (cmd), timeout_ms);
+    if (m->cmd != cmd)
+        fail_msg ("%s: expected %s, got %s", chat_actor_name (self->actor),
+                  chat_cmd_name (cmd), chat_cmd_name (m->cmd));
+    return m;
+}
+
+void
+chat_peer_expect_nothing (chat_peer_t *self, int timeout_ms)
+{
+    chat_msg_t *m = chat_peer_recv (self, timeout_ms);
+    if (m)
+        fail_msg ("%s: expected nothing, got %s", chat_actor_name (self->actor), chat_cmd_name (m->cmd));
+}
+
+zactor_t *
+chat_test_start (zactor_fn *fn, chat_config_t *cfg)
+{
+    zactor_t *actor = zactor_new (fn, cfg);
+    assert_non_null (actor);
+    char error [256] = "";
+    if (chat_actor_started (actor, error, sizeof error) != 0)
+        fail_msg ("actor did not start: %s", error);
+    return actor;
+}
+
+char *
+chat_test_tmpdir (void)
+{
+    char template_ [] = "/tmp/chatd-test-XXXXXX";
+    char *path = mkdtemp (template_);
+    assert_non_null (path);
+    return strdup (path);
+}
+
+static int
+s_remove (const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void) st; (void) flag; (void) ftw;
+    return remove (path);
+}
+
+void
+chat_test_rmdir (char **path_p)
+{
+    if (*path_p) {
+        nftw (*path_p, s_remove, 16, FTW_DEPTH | FTW_PHYS);
+        free (*path_p);
+        *path_p = NULL;
+    }
+}
