@@ -67,7 +67,7 @@ typedef enum {
     X (LIST_USERS,       "list_users",       "u",      "req_id",                                                    "ws-front > persistence") \
     X (USERS_LISTED,     "users_listed",     "uj",     "req_id users",                                              "persistence > presence") \
     X (LIST_CONVERSATIONS, "list_conversations", "uu", "req_id user_id",                                            "ws-front > persistence") \
-    X (HTTP_RESPONSE,    "http_response",    "uujs",   "req_id status body set_cookie",                             "auth|persistence|presence|rate-limiter > ws-front") \
+    X (HTTP_RESPONSE,    "http_response",    "uujx",   "req_id status body set_cookie",                             "auth|persistence|presence|rate-limiter > ws-front") \
     /* --- sessions: auth owns them, ws-front keeps a copy to decide upgrades */ \
     X (SESSION_CREATED,  "session_created",  "susu",   "token_hash user_id nickname expires_at_ms",                 "auth > ws-front") \
     X (SESSION_REVOKED,  "session_revoked",  "ss",     "token_hash reason",                                         "auth > ws-front") \

@@ -1,0 +1,293 @@
+/*  =========================================================================
+    chat_wire.c - client-facing formats shared by the actors (chat_wire.h)
+
+    Timestamps, the protocol's message object, and the validation rules for
+    nicknames, passwords and message content (docs/protocol.md). Pure
+    functions: no state, talks to no actor. Used by ws-front, auth,
+    persistence and hub.
+    =========================================================================
+*/
+
+#include "chat_wire.h"
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+
+//  --------------------------------------------------------------------------
+//  Current time in milliseconds since the epoch (wall clock, UTC)
+
+int64_t
+chat_now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Timestamps: "2026-11-25T17:00:00.123Z"
+
+void
+chat_timestamp_format (int64_t ms, char *buf, size_t size)
+{
+    assert (buf);
+    assert (size > 0);
+    //  Floor division, so that times before 1970 format correctly too
+    int64_t seconds = ms / 1000;
+    int64_t millis = ms % 1000;
+    if (millis < 0) {
+        millis += 1000;
+        seconds--;
+    }
+    time_t when = (time_t) seconds;
+    struct tm tm;
+    if (!gmtime_r (&when, &tm)) {
+        buf [0] = 0;
+        return;
+    }
+    snprintf (buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+              tm.tm_hour, tm.tm_min, tm.tm_sec, (int) millis);
+}
+
+//  Read exactly `digits` decimal digits
+static bool
+s_digits (const char *text, int digits, int *value)
+{
+    int v = 0;
+    for (int i = 0; i < digits; i++) {
+        if (text [i] < '0' || text [i] > '9')
+            return false;
+        v = v * 10 + (text [i] - '0');
+    }
+    *value = v;
+    return true;
+}
+
+//  Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
+//  days_from_civil)
+static int64_t
+s_days_from_civil (int64_t year, int month, int day)
+{
+    year -= month <= 2;
+    int64_t era = (year >= 0 ? year : year - 399) / 400;
+    int64_t yoe = year - era * 400;
+    int64_t doy = (153 * (month + (month > 2 ? -3 : 9)) + 2) / 5 + day - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+int
+chat_timestamp_parse (const char *text, int64_t *ms)
+{
+    assert (ms);
+    //  0123456789012345678901234
+    //  2026-11-25T17:00:00.123Z
+    if (!text || strlen (text) != 24
+    ||  text [4] != '-' || text [7] != '-' || text [10] != 'T'
+    ||  text [13] != ':' || text [16] != ':' || text [19] != '.' || text [23] != 'Z')
+        return -1;
+    int year, month, day, hour, minute, second, millis;
+    if (!s_digits (text, 4, &year)
+    ||  !s_digits (text + 5, 2, &month)
+    ||  !s_digits (text + 8, 2, &day)
+    ||  !s_digits (text + 11, 2, &hour)
+    ||  !s_digits (text + 14, 2, &minute)
+    ||  !s_digits (text + 17, 2, &second)
+    ||  !s_digits (text + 20, 3, &millis))
+        return -1;
+    static const int s_month_days [12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (month < 1 || month > 12 || day < 1 || day > s_month_days [month - 1]
+    ||  (month == 2 && day == 29 && !leap)
+    ||  hour > 23 || minute > 59 || second > 59)
+        return -1;
+    int64_t days = s_days_from_civil (year, month, day);
+    *ms = ((days * 24 + hour) * 60 + minute) * 60000 + (int64_t) second * 1000 + millis;
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The message object of the protocol. Returns NULL if the content is not
+//  valid UTF-8 (it is validated before it is stored, so that is a bug or a
+//  damaged database).
+
+json_t *
+chat_message_json (const chat_message_t *message)
+{
+    assert (message);
+    char timestamp [CHAT_TIMESTAMP_SIZE];
+    chat_timestamp_format (message->created_ms, timestamp, sizeof timestamp);
+    json_t *content = json_stringn (message->content ? message->content : "",
+                                    message->content ? message->content_len : 0);
+    json_t *nickname = json_string (message->nickname ? message->nickname : "");
+    json_t *object = json_object ();
+    if (!content || !nickname || !object) {
+        json_decref (content);
+        json_decref (nickname);
+        json_decref (object);
+        return NULL;
+    }
+    if (json_object_set_new (object, "message_id", json_integer (message->id))
+    ||  json_object_set_new (object, "from_user_id", json_integer (message->from_user_id))
+    ||  json_object_set_new (object, "to_user_id", json_integer (message->to_user_id))
+    ||  json_object_set_new (object, "nickname", nickname)
+    ||  json_object_set_new (object, "content", content)
+    ||  json_object_set_new (object, "timestamp", json_string (timestamp))
+    ||  json_object_set_new (object, "is_read", json_boolean (message->is_read)))
+        json_decref (object), object = NULL;
+    return object;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Nicknames and passwords
+
+bool
+chat_nickname_valid (const char *nickname)
+{
+    if (!nickname)
+        return false;
+    size_t len = 0;
+    for (const char *p = nickname; *p; p++, len++) {
+        char c = *p;
+        if (len >= 32)
+            return false;
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+        ||    c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return len >= 3;
+}
+
+bool
+chat_password_valid (const char *password, size_t len)
+{
+    return password && len >= 8 && len <= 256;
+}
+
+
+//  --------------------------------------------------------------------------
+//  UTF-8 (RFC 3629)
+
+//  Decode one code point at text [0..len); returns its length in bytes, or
+//  0 if the sequence is malformed (overlong, surrogate, above U+10FFFF,
+//  truncated, or a stray continuation byte).
+static size_t
+s_utf8_decode (const unsigned char *text, size_t len, uint32_t *code)
+{
+    unsigned char c = text [0];
+    if (c < 0x80) {
+        *code = c;
+        return 1;
+    }
+    size_t need;
+    uint32_t value, least;
+    if (c >= 0xC2 && c <= 0xDF) {
+        need = 2; value = c & 0x1F; least = 0x80;
+    }
+    else
+    if (c >= 0xE0 && c <= 0xEF) {
+        need = 3; value = c & 0x0F; least = 0x800;
+    }
+    else
+    if (c >= 0xF0 && c <= 0xF4) {
+        need = 4; value = c & 0x07; least = 0x10000;
+    }
+    else
+        return 0;               //  Continuation byte, C0/C1 or F5..FF lead
+    if (len < need)
+        return 0;
+    for (size_t i = 1; i < need; i++) {
+        if ((text [i] & 0xC0) != 0x80)
+            return 0;
+        value = (value << 6) | (text [i] & 0x3F);
+    }
+    if (value < least || value > 0x10FFFF || (value >= 0xD800 && value <= 0xDFFF))
+        return 0;
+    *code = value;
+    return need;
+}
+
+bool
+chat_utf8_valid (const char *text, size_t len)
+{
+    if (len && !text)
+        return false;
+    const unsigned char *p = (const unsigned char *) text;
+    size_t i = 0;
+    while (i < len) {
+        //  Fast path: eight ASCII bytes at a time
+        while (i + 8 <= len) {
+            uint64_t word;
+            memcpy (&word, p + i, sizeof word);
+            if (word & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
+        if (p [i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t code;
+        size_t n = s_utf8_decode (p + i, len - i, &code);
+        if (n == 0)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Message content
+
+//  White space, and the invisible characters that would make a message
+//  look empty: Unicode White_Space, plus U+180E, U+200B..U+200F, U+2060..
+//  U+2064 and U+FEFF. They are allowed inside content, just not alone.
+static bool
+s_blank (uint32_t code)
+{
+    return code == 0x09 || code == 0x0A || code == 0x0B || code == 0x0C || code == 0x0D
+        || code == 0x20 || code == 0x85 || code == 0xA0 || code == 0x1680
+        || code == 0x180E
+        || (code >= 0x2000 && code <= 0x200F)
+        || code == 0x2028 || code == 0x2029 || code == 0x202F || code == 0x205F
+        || (code >= 0x2060 && code <= 0x2064)
+        || code == 0x3000 || code == 0xFEFF;
+}
+
+//  C0 controls other than tab, line feed and carriage return; DEL; C1
+static bool
+s_control (uint32_t code)
+{
+    if (code < 0x20)
+        return code != '\t' && code != '\n' && code != '\r';
+    return code >= 0x7F && code <= 0x9F;
+}
+
+bool
+chat_content_valid (const char *content, size_t len, size_t max_bytes)
+{
+    if (!content || len == 0 || len > max_bytes)
+        return false;
+    const unsigned char *p = (const unsigned char *) content;
+    bool visible = false;
+    size_t i = 0;
+    while (i < len) {
+        uint32_t code;
+        size_t n = s_utf8_decode (p + i, len - i, &code);
+        if (n == 0 || s_control (code))
+            return false;
+        if (!visible && !s_blank (code))
+            visible = true;
+        i += n;
+    }
+    return visible;
+}

@@ -1,0 +1,315 @@
+/*  =========================================================================
+    presence.c - the presence actor: who is online
+
+    Owns, for every user with at least one open connection, the set of that
+    user's connection ids and their nickname. Talks to:
+
+        hub         > join / leave       (forwarded from ws-front)
+        persistence > users_listed       (GET /api/users, to add "online")
+        presence    > online_users       > ws-front (for the new connection)
+        presence    > user_online        > ws-front (first connection of a user)
+        presence    > user_offline       > ws-front (last connection closed)
+        presence    > http_response      > ws-front (GET /api/users)
+
+    A set of connection ids rather than a count, so that a repeated join or
+    leave for the same connection changes nothing.
+    =========================================================================
+*/
+
+#include "chat_actors.h"
+#include "chat_config.h"
+#include "chat_msg.h"
+#include <inttypes.h>
+#include <jansson.h>
+
+//  One online user
+typedef struct {
+    uint64_t user_id;                   //  The user
+    char *nickname;                     //  As given by the first join
+    uint64_t *conns;                    //  Open connection ids
+    size_t count;                       //  Connections in conns
+    size_t cap;                         //  Capacity of conns
+} s_user_t;
+
+typedef struct {
+    zsock_t *pipe;                      //  Actor command pipe
+    zsock_t *inbox;                     //  Our PULL inbox (inproc://chatd-presence)
+    chat_outbox_t *outbox;              //  PUSH socket to ws-front
+    chat_msg_t msg;                     //  Last message received, decoded
+    zhashx_t *users;                    //  "user_id" -> s_user_t, online users only
+} self_t;
+
+
+//  --------------------------------------------------------------------------
+//  Online users
+
+static void
+s_user_destroy (void **item_p)
+{
+    s_user_t *user = (s_user_t *) *item_p;
+    if (user) {
+        free (user->nickname);
+        free (user->conns);
+        free (user);
+        *item_p = NULL;
+    }
+}
+
+static s_user_t *
+s_user_new (uint64_t user_id, const char *nickname, size_t len)
+{
+    s_user_t *user = (s_user_t *) zmalloc (sizeof (s_user_t));
+    assert (user);
+    user->user_id = user_id;
+    user->nickname = strndup (nickname, len);
+    assert (user->nickname);
+    return user;
+}
+
+//  Returns true if conn_id was not there yet
+static bool
+s_user_add_conn (s_user_t *user, uint64_t conn_id)
+{
+    for (size_t i = 0; i < user->count; i++)
+        if (user->conns [i] == conn_id)
+            return false;
+    if (user->count == user->cap) {
+        user->cap = user->cap? user->cap * 2: 4;
+        user->conns = (uint64_t *) realloc (user->conns, user->cap * sizeof (uint64_t));
+        assert (user->conns);
+    }
+    user->conns [user->count++] = conn_id;
+    return true;
+}
+
+//  Returns true if conn_id was there
+static bool
+s_user_remove_conn (s_user_t *user, uint64_t conn_id)
+{
+    for (size_t i = 0; i < user->count; i++)
+        if (user->conns [i] == conn_id) {
+            user->conns [i] = user->conns [--user->count];
+            return true;
+        }
+    return false;
+}
+
+static void
+s_user_key (uint64_t user_id, char *key, size_t size)
+{
+    snprintf (key, size, "%" PRIu64, user_id);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Lifecycle
+
+static self_t *
+s_self_new (zsock_t *pipe, const chat_config_t *cfg)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    assert (self);
+    self->pipe = pipe;
+    self->inbox = chat_inbox_new (CHAT_ACTOR_PRESENCE);
+    self->outbox = chat_outbox_new (CHAT_ACTOR_PRESENCE, cfg->server_tap);
+    chat_msg_init (&self->msg);
+    self->users = zhashx_new ();
+    assert (self->users);
+    zhashx_set_destructor (self->users, s_user_destroy);
+    return self;
+}
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    assert (self_p);
+    self_t *self = *self_p;
+    if (self) {
+        zhashx_destroy (&self->users);
+        chat_msg_release (&self->msg);
+        chat_outbox_destroy (&self->outbox);
+        zsock_destroy (&self->inbox);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Commands
+
+//  Send a JSON body as http_response; takes ownership of body
+static void
+s_send_http (self_t *self, uint64_t req_id, uint64_t status, json_t *body)
+{
+    char *text = body? json_dumps (body, JSON_COMPACT): NULL;
+    chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_HTTP_RESPONSE,
+               req_id, status, text? text: "{\"error\":\"internal\",\"message\":\"out of memory\"}", "");
+    free (text);
+    json_decref (body);
+}
+
+//  Every online user except user_id, as a JSON array (compact text)
+static char *
+s_online_others (self_t *self, uint64_t user_id)
+{
+    json_t *array = json_array ();
+    for (s_user_t *user = (s_user_t *) zhashx_first (self->users); user;
+         user = (s_user_t *) zhashx_next (self->users))
+        if (user->user_id != user_id)
+            json_array_append_new (array, json_pack ("{s:I,s:s}",
+                                   "user_id", (json_int_t) user->user_id,
+                                   "nickname", user->nickname));
+    char *text = json_dumps (array, JSON_COMPACT);
+    json_decref (array);
+    return text;
+}
+
+//  join conn_id user_id nickname
+static void
+s_handle_join (self_t *self, chat_msg_t *m)
+{
+    uint64_t conn_id = m->u [0];
+    uint64_t user_id = m->u [1];
+    char key [24];
+    s_user_key (user_id, key, sizeof key);
+    s_user_t *user = (s_user_t *) zhashx_lookup (self->users, key);
+    bool first = false;
+    if (!user) {
+        user = s_user_new (user_id, m->s [2], m->len [2]);
+        zhashx_insert (self->users, key, user);
+        first = true;
+    }
+    s_user_add_conn (user, conn_id);
+
+    //  The new connection's first frame: everyone else online
+    char *users = s_online_others (self, user_id);
+    chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_ONLINE_USERS,
+               conn_id, users? users: "[]");
+    free (users);
+    if (first)
+        chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_USER_ONLINE,
+                   user_id, user->nickname);
+}
+
+//  leave conn_id user_id nickname
+static void
+s_handle_leave (self_t *self, chat_msg_t *m)
+{
+    uint64_t conn_id = m->u [0];
+    uint64_t user_id = m->u [1];
+    char key [24];
+    s_user_key (user_id, key, sizeof key);
+    s_user_t *user = (s_user_t *) zhashx_lookup (self->users, key);
+    if (!user || !s_user_remove_conn (user, conn_id))
+        return;                 //  Not a connection we know: nothing changes
+    if (user->count == 0) {
+        chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_USER_OFFLINE,
+                   user_id, user->nickname);
+        zhashx_delete (self->users, key);
+    }
+}
+
+//  users_listed req_id users: add "online" to each, answer GET /api/users
+static void
+s_handle_users_listed (self_t *self, chat_msg_t *m)
+{
+    uint64_t req_id = m->u [0];
+    json_error_t error;
+    json_t *listed = json_loadb (m->s [1], m->len [1], 0, &error);
+    json_t *users = json_array ();
+    const char *problem = NULL;
+    if (!json_is_array (listed))
+        problem = "user list is not a JSON array";
+    size_t index;
+    json_t *entry;
+    if (!problem)
+        json_array_foreach (listed, index, entry) {
+            json_t *id = json_object_get (entry, "user_id");
+            json_t *nickname = json_object_get (entry, "nickname");
+            if (!json_is_integer (id) || json_integer_value (id) <= 0 || !json_is_string (nickname)) {
+                problem = "malformed user in user list";
+                break;
+            }
+            char key [24];
+            s_user_key ((uint64_t) json_integer_value (id), key, sizeof key);
+            json_array_append_new (users, json_pack ("{s:O,s:O,s:b}",
+                                   "user_id", id, "nickname", nickname,
+                                   "online", zhashx_lookup (self->users, key) != NULL));
+        }
+    if (problem) {
+        zsys_error ("presence: users_listed: %s", problem);
+        s_send_http (self, req_id, 500, json_pack ("{s:s,s:s}",
+                     "error", "internal", "message", problem));
+    }
+    else
+        s_send_http (self, req_id, 200, json_pack ("{s:O}", "users", users));
+    json_decref (users);
+    json_decref (listed);
+}
+
+static void
+s_dispatch (self_t *self, chat_msg_t *m)
+{
+    switch (m->cmd) {
+        case CHAT_CMD_JOIN:         s_handle_join (self, m); break;
+        case CHAT_CMD_LEAVE:        s_handle_leave (self, m); break;
+        case CHAT_CMD_USERS_LISTED: s_handle_users_listed (self, m); break;
+        default:
+            zsys_warning ("presence: unexpected command %s", chat_cmd_name (m->cmd));
+            break;
+    }
+}
+
+//  Handle what is waiting in the inbox (bounded, so $TERM is not starved)
+static void
+s_drain_inbox (self_t *self)
+{
+    for (int count = 0; count < 1000; count++) {
+        int rc = chat_msg_recv (self->inbox, &self->msg, true);
+        if (rc == 1)
+            break;              //  Nothing more waiting
+        if (rc == 0)
+            s_dispatch (self, &self->msg);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  The actor
+
+void
+chat_presence_actor (zsock_t *pipe, void *config)
+{
+    assert (config);
+    self_t *self = s_self_new (pipe, (const chat_config_t *) config);
+    zsock_signal (pipe, 0);
+    if (!self->inbox) {
+        chat_actor_report (pipe, "presence: cannot bind inproc://chatd-presence");
+        s_self_destroy (&self);
+        return;
+    }
+    chat_actor_report (pipe, NULL);
+
+    //  We stop on $TERM only: chatd.c orders the shutdown
+    zpoller_t *poller = zpoller_new (pipe, self->inbox, NULL);
+    assert (poller);
+    zpoller_set_nonstop (poller, true);
+    bool terminated = false;
+    while (!terminated) {
+        void *which = zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            terminated = !command || streq (command, "$TERM");
+            zstr_free (&command);
+        }
+        else
+        if (which == self->inbox)
+            s_drain_inbox (self);
+        else
+        if (zmq_errno () == ETERM)
+            break;              //  Context terminated
+    }
+    zpoller_destroy (&poller);
+    s_self_destroy (&self);
+}

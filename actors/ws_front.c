@@ -1,0 +1,1546 @@
+/*  =========================================================================
+    ws_front.c - ws-front: the HTTP and WebSocket front of chatd
+
+    Owns the libwebsockets context and every client connection: WebSocket
+    connections by conn_id, HTTP requests in flight by req_id (both from one
+    counter), each with its queue of frames to write. Also owns a copy of the
+    live sessions (auth sends every session it creates or revokes) so that it
+    can decide a WebSocket upgrade at once, and the latest storage status.
+
+    Talks to: auth (register, logout), rate-limiter (login, private_message,
+    typing), hub (join, leave), persistence (history, sync, mark_read, lists).
+    Receives from all of them; see include/chat_msg.h.
+
+    The ZeroMQ inbox and the actor pipe are watched by the lws loop itself:
+    a dup of each socket's ZMQ_FD is adopted as a raw file, and on each
+    readable edge the socket is drained without blocking. An idle front
+    sleeps in poll(); a message is written the moment it arrives. Nothing
+    here waits on disk or on password hashing: HTTP API requests are sent on
+    and answered when the answer comes back. Frames are written only in
+    WRITEABLE callbacks, as many as the socket takes, in order.
+    =========================================================================
+*/
+
+#include "chat_actors.h"
+#include "chat_config.h"
+#include "chat_idmap.h"
+#include "chat_msg.h"
+#include "chat_wire.h"
+#include <libwebsockets.h>
+#include <sodium.h>
+#include <inttypes.h>
+
+//  Most messages handled per drain before yielding to the network
+#define DRAIN_BATCH 2048
+//  Cookie value: 32 random bytes in base64url is 43 chars
+#define COOKIE_MAX 128
+#define SESSION_HASH_SIZE 65
+
+//  A frame to write, shared by every connection it fans out to
+typedef struct {
+    int refs;                           //  Queue entries pointing at it
+    size_t len;                         //  Payload length
+    unsigned char data [];              //  LWS_PRE bytes of headroom, then payload
+} frame_t;
+
+typedef struct qnode_t {
+    struct qnode_t *next;               //  Next frame to write
+    frame_t *frame;                     //  The frame (shared)
+} qnode_t;
+
+//  A WebSocket connection
+typedef struct ws_conn_t {
+    uint64_t id;                        //  conn_id, known to hub and presence
+    struct lws *wsi;                    //  Never leaves this file
+    uint64_t user_id;                   //  Who is connected
+    char nickname [33];                 //  Their nickname
+    char session [SESSION_HASH_SIZE];   //  Hash of the session it opened with
+    bool ready;                         //  online_users queued: may write
+    qnode_t *head, *tail;               //  Frames waiting to be written
+    size_t queued_bytes;                //  Their total size
+    uint16_t close_code;                //  Close once the queue is flushed
+    char close_reason [64];             //  With this reason
+    bool close_now;                     //  Close without flushing
+    unsigned char *rx;                  //  Message being reassembled
+    size_t rx_len, rx_cap;              //  Its length and capacity
+    struct ws_conn_t *prev, *next;      //  All WebSocket connections
+} ws_conn_t;
+
+//  An HTTP request waiting for its answer
+typedef struct {
+    uint64_t id;                        //  req_id
+    struct lws *wsi;                    //  Never leaves this file
+    int method;                         //  LWSHUMETH_*
+    char path [64];                     //  Request path
+    unsigned char *body;                //  Request body
+    size_t body_len;                    //  Its length
+    size_t body_expected;               //  Content-Length
+    bool answered;                      //  Response ready to write
+    int status;                         //  Response status
+    unsigned char *response;            //  LWS_PRE headroom, then the body
+    size_t response_len;                //  Body length
+    const char *content_type;           //  Of the response
+    char set_cookie [256];              //  Set-Cookie value or ""
+    bool close_after;                   //  Hang up after answering
+    int64_t deadline_ms;                //  Answer 503 if nothing by then
+} http_req_t;
+
+//  Per-session data lws keeps for each wsi
+typedef struct {
+    ws_conn_t *conn;                    //  When a WebSocket
+    http_req_t *req;                    //  When an HTTP request is in flight
+} pss_t;
+
+//  A session as auth announced it
+typedef struct {
+    uint64_t user_id;                   //  Owner
+    char nickname [33];                 //  Owner's nickname
+    int64_t expires_ms;                 //  Wall clock expiry
+} session_t;
+
+typedef struct {
+    chat_config_t cfg;                  //  Our copy of the configuration
+    zsock_t *pipe;                      //  Actor pipe
+    zsock_t *inbox;                     //  Our PULL inbox
+    chat_outbox_t *outbox;              //  To the other actors
+    chat_msg_t msg;                     //  Message being handled
+    struct lws_context *context;        //  libwebsockets
+    struct lws_vhost *vhost;            //  The one vhost
+    lws_sorted_usec_list_t sul_drain;   //  Re-arms a capped drain
+    lws_sorted_usec_list_t sul_tick;    //  Once a second: HTTP deadlines
+    bool terminated;                    //  $TERM received
+    uint64_t next_id;                   //  Last conn_id / req_id given
+    chat_idmap_t conns;                 //  conn_id -> ws_conn_t
+    chat_idmap_t reqs;                  //  req_id -> http_req_t
+    chat_idmap_t user_conns;            //  user_id -> number of WebSockets
+    ws_conn_t *ws_list;                 //  Every WebSocket connection
+    size_t ws_count;                    //  How many
+    zhashx_t *sessions;                 //  session hash -> session_t
+    zlistx_t *origins;                  //  Allowed extra origins (strings)
+    char *json;                         //  Scratch buffer for outgoing JSON
+    size_t json_len, json_cap;          //  Its length and capacity
+    //  Health and metrics
+    bool storage_up;                    //  Latest storage_status
+    uint64_t storage_stored;            //  Messages stored, per persistence
+    uint64_t storage_batches;           //  Batches committed, per persistence
+    uint64_t http_requests;             //  HTTP requests received
+    uint64_t frames_received;           //  WebSocket messages received
+    uint64_t messages_acknowledged;     //  message_delivered sent
+    uint64_t messages_failed;           //  message_failed sent
+} self_t;
+
+static int s_callback (struct lws *wsi, enum lws_callback_reasons reason,
+                       void *user, void *in, size_t len);
+
+static const struct lws_protocols s_protocols [] = {
+    //  One protocol serves HTTP, WebSocket, and the adopted ZeroMQ fds
+    { "chatd", s_callback, sizeof (pss_t), 65536, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+//  Ping after 54 s without traffic, hang up after 60 s (protocol.md)
+static lws_retry_bo_t s_retry = { NULL, 0, 0, 54, 60, 0 };
+
+
+//  --------------------------------------------------------------------------
+//  JSON output: a small writer for the frames we send on the hot path.
+//  Values come from our own actors; strings are escaped all the same.
+
+static void
+s_json_reserve (self_t *self, size_t more)
+{
+    if (self->json_len + more > self->json_cap) {
+        size_t cap = self->json_cap ? self->json_cap : 1024;
+        while (cap < self->json_len + more)
+            cap *= 2;
+        self->json = (char *) realloc (self->json, cap);
+        assert (self->json);
+        self->json_cap = cap;
+    }
+}
+
+static void
+s_json_raw (self_t *self, const char *text, size_t len)
+{
+    s_json_reserve (self, len);
+    memcpy (self->json + self->json_len, text, len);
+    self->json_len += len;
+}
+
+static void
+s_json_lit (self_t *self, const char *text)
+{
+    s_json_raw (self, text, strlen (text));
+}
+
+static void
+s_json_string (self_t *self, const char *text, size_t len)
+{
+    s_json_reserve (self, len * 6 + 2);
+    char *out = self->json + self->json_len;
+    *out++ = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) text [i];
+        if (c == '"' || c == '\\') {
+            *out++ = '\\';
+            *out++ = (char) c;
+        }
+        else
+        if (c < 0x20) {
+            static const char hex [] = "0123456789abcdef";
+            const char *short_ = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+            if (short_) {
+                memcpy (out, short_, 2);
+                out += 2;
+            }
+            else {
+                memcpy (out, "\\u00", 4);
+                out [4] = hex [c >> 4];
+                out [5] = hex [c & 15];
+                out += 6;
+            }
+        }
+        else
+            *out++ = (char) c;
+    }
+    *out++ = '"';
+    self->json_len = (size_t) (out - self->json);
+}
+
+//  ,"key":
+static void
+s_json_key (self_t *self, const char *key)
+{
+    s_json_reserve (self, strlen (key) + 4);
+    self->json_len += (size_t) sprintf (self->json + self->json_len, ",\"%s\":", key);
+}
+
+static void
+s_json_key_u64 (self_t *self, const char *key, uint64_t value)
+{
+    s_json_key (self, key);
+    s_json_reserve (self, 24);
+    self->json_len += (size_t) sprintf (self->json + self->json_len, "%" PRIu64, value);
+}
+
+static void
+s_json_key_string (self_t *self, const char *key, const char *text, size_t len)
+{
+    s_json_key (self, key);
+    s_json_string (self, text, len);
+}
+
+static void
+s_json_key_bool (self_t *self, const char *key, bool value)
+{
+    s_json_key (self, key);
+    s_json_lit (self, value ? "true" : "false");
+}
+
+//  Raw JSON value; absent when empty
+static void
+s_json_key_raw (self_t *self, const char *key, const char *json, size_t len)
+{
+    if (len) {
+        s_json_key (self, key);
+        s_json_raw (self, json, len);
+    }
+}
+
+//  Start an event object: {"type":"..."
+static void
+s_json_begin (self_t *self, const char *type)
+{
+    self->json_len = 0;
+    s_json_lit (self, "{\"type\":");
+    s_json_string (self, type, strlen (type));
+}
+
+//  Close the object and copy it into a new frame
+static frame_t *
+s_json_frame (self_t *self)
+{
+    s_json_lit (self, "}");
+    frame_t *frame = (frame_t *) malloc (sizeof (frame_t) + LWS_PRE + self->json_len);
+    assert (frame);
+    frame->refs = 0;
+    frame->len = self->json_len;
+    memcpy (frame->data + LWS_PRE, self->json, self->json_len);
+    return frame;
+}
+
+
+//  --------------------------------------------------------------------------
+//  WebSocket connections: queue frames, close
+
+static void
+s_frame_unref (frame_t *frame)
+{
+    if (--frame->refs <= 0)
+        free (frame);
+}
+
+//  Queue a frame on a connection and ask to write. A client that does not
+//  read is cut off once its queue passes max_queue_bytes.
+static void
+s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
+{
+    if (conn->close_now)
+        return;
+    if (conn->queued_bytes + frame->len > (size_t) self->cfg.limits_max_queue_bytes) {
+        zsys_warning ("ws-front: connection %" PRIu64 " does not read; closing", conn->id);
+        conn->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
+        snprintf (conn->close_reason, sizeof conn->close_reason, "send queue full");
+        conn->close_now = true;
+        lws_callback_on_writable (conn->wsi);
+        return;
+    }
+    qnode_t *node = (qnode_t *) malloc (sizeof (qnode_t));
+    assert (node);
+    node->frame = frame;
+    frame->refs++;
+    if (front) {
+        node->next = conn->head;
+        conn->head = node;
+        if (!conn->tail)
+            conn->tail = node;
+    }
+    else {
+        node->next = NULL;
+        if (conn->tail)
+            conn->tail->next = node;
+        else
+            conn->head = node;
+        conn->tail = node;
+    }
+    conn->queued_bytes += frame->len;
+    if (conn->ready)
+        lws_callback_on_writable (conn->wsi);
+}
+
+//  Send a frame to one connection; frees it if nobody took it
+static void
+s_send_frame (self_t *self, ws_conn_t *conn, frame_t *frame)
+{
+    frame->refs++;
+    if (conn)
+        s_conn_push (self, conn, frame, false);
+    s_frame_unref (frame);
+}
+
+//  Send a frame to every connection in a comma-separated id list
+static void
+s_send_frame_to_ids (self_t *self, const char *ids, frame_t *frame)
+{
+    frame->refs++;
+    const char *cursor = ids;
+    uint64_t id;
+    while (chat_ids_next (&cursor, &id)) {
+        ws_conn_t *conn = id ? (ws_conn_t *) chat_idmap_get (&self->conns, id) : NULL;
+        if (conn)
+            s_conn_push (self, conn, frame, false);
+    }
+    s_frame_unref (frame);
+}
+
+static void
+s_conn_close (ws_conn_t *conn, uint16_t code, const char *reason, bool flush_first)
+{
+    conn->close_code = code;
+    snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
+    if (!flush_first)
+        conn->close_now = true;
+    lws_callback_on_writable (conn->wsi);
+}
+
+//  {"type":"error","error":CODE,"message":TEXT[,"request_id":...]}
+static void
+s_send_error (self_t *self, ws_conn_t *conn, const char *code, const char *message,
+              const char *request_id, size_t request_id_len)
+{
+    s_json_begin (self, "error");
+    s_json_key_string (self, "error", code, strlen (code));
+    s_json_key_string (self, "message", message, strlen (message));
+    s_json_key_raw (self, "request_id", request_id, request_id_len);
+    s_send_frame (self, conn, s_json_frame (self));
+}
+
+static void
+s_send_message_failed (self_t *self, ws_conn_t *conn, const char *client_id, size_t client_id_len,
+                       uint64_t to_user_id, const char *code, const char *message, uint64_t retry_after_ms)
+{
+    s_json_begin (self, "message_failed");
+    s_json_key (self, "client_id");
+    if (client_id_len)
+        s_json_string (self, client_id, client_id_len);
+    else
+        s_json_lit (self, "null");
+    s_json_key_u64 (self, "to_user_id", to_user_id);
+    s_json_key_string (self, "error", code, strlen (code));
+    s_json_key_string (self, "message", message, strlen (message));
+    if (streq (code, "rate_limited"))
+        s_json_key_u64 (self, "retry_after_ms", retry_after_ms);
+    s_send_frame (self, conn, s_json_frame (self));
+    self->messages_failed++;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Sessions and origins
+
+//  Hex BLAKE2b-256 of the session cookie's value, as auth stores it
+static void
+s_token_hash (const char *token, size_t len, char *hash_hex)
+{
+    unsigned char hash [32];
+    crypto_generichash (hash, sizeof hash, (const unsigned char *) token, len, NULL, 0);
+    sodium_bin2hex (hash_hex, SESSION_HASH_SIZE, hash, sizeof hash);
+}
+
+//  The live session the request's cookie names, or NULL; hash_hex gets its hash
+static session_t *
+s_request_session (self_t *self, struct lws *wsi, char *hash_hex)
+{
+    char token [COOKIE_MAX];
+    size_t max = sizeof token;
+    if (lws_http_cookie_get (wsi, "session", token, &max) != 0 || max == 0)
+        return NULL;
+    s_token_hash (token, max, hash_hex);
+    session_t *session = (session_t *) zhashx_lookup (self->sessions, hash_hex);
+    if (session && session->expires_ms <= chat_now_ms ())
+        session = NULL;
+    return session;
+}
+
+//  An absent Origin is allowed; else it must be ours (http://Host) or listed
+static bool
+s_origin_allowed (self_t *self, struct lws *wsi)
+{
+    char origin [256], host [256], own [300];
+    if (lws_hdr_total_length (wsi, WSI_TOKEN_ORIGIN) <= 0)
+        return true;
+    if (lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+        return false;
+    if (lws_hdr_copy (wsi, host, sizeof host, WSI_TOKEN_HOST) > 0) {
+        snprintf (own, sizeof own, "http://%s", host);
+        if (streq (origin, own))
+            return true;
+    }
+    for (const char *allowed = (const char *) zlistx_first (self->origins); allowed;
+         allowed = (const char *) zlistx_next (self->origins))
+        if (streq (origin, allowed))
+            return true;
+    return false;
+}
+
+
+//  --------------------------------------------------------------------------
+//  HTTP: answer a request (always written from HTTP_WRITEABLE)
+
+static void
+s_req_answer_raw (http_req_t *req, int status, const char *content_type,
+                  const char *body, size_t len, const char *set_cookie)
+{
+    if (req->answered)
+        return;
+    req->answered = true;
+    req->status = status;
+    req->content_type = content_type;
+    req->response = (unsigned char *) malloc (LWS_PRE + len + 1);
+    assert (req->response);
+    if (len)
+        memcpy (req->response + LWS_PRE, body, len);
+    req->response_len = len;
+    snprintf (req->set_cookie, sizeof req->set_cookie, "%s", set_cookie ? set_cookie : "");
+    lws_callback_on_writable (req->wsi);
+}
+
+static void
+s_req_answer (http_req_t *req, int status, const char *json_body, const char *set_cookie)
+{
+    s_req_answer_raw (req, status, "application/json", json_body, strlen (json_body), set_cookie);
+}
+
+static void
+s_req_error (http_req_t *req, int status, const char *code, const char *message)
+{
+    char *body = NULL;
+    json_t *object = json_pack ("{s:s, s:s}", "error", code, "message", message);
+    body = json_dumps (object, JSON_COMPACT);
+    s_req_answer (req, status, body, NULL);
+    free (body);
+    json_decref (object);
+}
+
+static void
+s_req_destroy (self_t *self, http_req_t **req_p)
+{
+    http_req_t *req = *req_p;
+    if (req) {
+        chat_idmap_remove (&self->reqs, req->id);
+        free (req->body);
+        free (req->response);
+        free (req);
+        *req_p = NULL;
+    }
+}
+
+static int
+s_http_writeable (self_t *self, struct lws *wsi, pss_t *pss)
+{
+    http_req_t *req = pss->req;
+    if (!req || !req->answered)
+        return 0;
+    unsigned char headers [LWS_PRE + 1024];
+    unsigned char *start = headers + LWS_PRE, *p = start, *end = headers + sizeof headers - 1;
+    int rc = 0;
+    if (req->status == 204) {
+        if (lws_add_http_header_status (wsi, 204, &p, end)
+        ||  lws_add_http_header_content_length (wsi, 0, &p, end))
+            rc = -1;
+    }
+    else
+    if (lws_add_http_common_headers (wsi, (unsigned) req->status, req->content_type,
+                                     req->response_len, &p, end))
+        rc = -1;
+    if (rc == 0 && *req->set_cookie
+    &&  lws_add_http_header_by_name (wsi, (const unsigned char *) "set-cookie:",
+            (const unsigned char *) req->set_cookie, (int) strlen (req->set_cookie), &p, end))
+        rc = -1;
+    if (rc == 0
+    &&  lws_add_http_header_by_name (wsi, (const unsigned char *) "cache-control:",
+            (const unsigned char *) "no-store", 8, &p, end))
+        rc = -1;
+    if (rc == 0 && lws_finalize_write_http_header (wsi, start, &p, end))
+        rc = -1;
+    if (rc == 0 && req->response_len
+    &&  lws_write (wsi, req->response + LWS_PRE, req->response_len, LWS_WRITE_HTTP_FINAL)
+            != (int) req->response_len)
+        rc = -1;
+    bool close_after = req->close_after;
+    s_req_destroy (self, &pss->req);
+    if (rc == 0 && !close_after && lws_http_transaction_completed (wsi))
+        rc = -1;
+    return close_after ? -1 : rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  HTTP: the API
+
+//  Parse the body as a JSON object, or answer 400 bad_json
+static json_t *
+s_req_json_object (http_req_t *req)
+{
+    json_error_t error;
+    json_t *body = json_loadb ((const char *) req->body, req->body_len, JSON_ALLOW_NUL, &error);
+    if (!json_is_object (body)) {
+        json_decref (body);
+        s_req_error (req, 400, "bad_json", "the body must be a JSON object");
+        return NULL;
+    }
+    return body;
+}
+
+//  A string member, "" when missing or not a string
+static const char *
+s_member_string (json_t *object, const char *key, size_t *len)
+{
+    json_t *value = json_object_get (object, key);
+    *len = json_is_string (value) ? json_string_length (value) : 0;
+    return json_is_string (value) ? json_string_value (value) : "";
+}
+
+static void
+s_api_register (self_t *self, http_req_t *req)
+{
+    json_t *body = s_req_json_object (req);
+    if (!body)
+        return;
+    size_t nick_len, pass_len;
+    const char *nickname = s_member_string (body, "nickname", &nick_len);
+    const char *password = s_member_string (body, "password", &pass_len);
+    chat_sendn (self->outbox, CHAT_ACTOR_AUTH, CHAT_CMD_REGISTER, req->id,
+                nickname, nick_len, password, pass_len);
+    json_decref (body);
+}
+
+static void
+s_api_login (self_t *self, http_req_t *req)
+{
+    json_t *body = s_req_json_object (req);
+    if (!body)
+        return;
+    char address [128] = "";
+    lws_get_peer_simple (req->wsi, address, sizeof address);
+    size_t nick_len, pass_len;
+    const char *nickname = s_member_string (body, "nickname", &nick_len);
+    const char *password = s_member_string (body, "password", &pass_len);
+    chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN, req->id,
+                address, strlen (address), nickname, nick_len, password, pass_len);
+    json_decref (body);
+}
+
+static void
+s_api_me (http_req_t *req, session_t *session)
+{
+    char body [128];
+    snprintf (body, sizeof body, "{\"user_id\":%" PRIu64 ",\"nickname\":\"%s\"}",
+              session->user_id, session->nickname);
+    s_req_answer (req, 200, body, NULL);
+}
+
+static void
+s_api_healthz (self_t *self, http_req_t *req)
+{
+    if (self->storage_up)
+        s_req_answer (req, 200, "{\"status\":\"ok\"}", NULL);
+    else
+        s_req_answer (req, 503, "{\"status\":\"degraded\",\"storage\":\"unavailable\"}", NULL);
+}
+
+static void
+s_api_metrics (self_t *self, http_req_t *req)
+{
+    char *text = zsys_sprintf (
+        "# HELP chatd_connections Open WebSocket connections.\n"
+        "# TYPE chatd_connections gauge\n"
+        "chatd_connections %zu\n"
+        "# HELP chatd_sessions Live sessions known to ws-front.\n"
+        "# TYPE chatd_sessions gauge\n"
+        "chatd_sessions %zu\n"
+        "# HELP chatd_http_requests_total HTTP requests received.\n"
+        "# TYPE chatd_http_requests_total counter\n"
+        "chatd_http_requests_total %" PRIu64 "\n"
+        "# HELP chatd_ws_frames_received_total WebSocket messages received.\n"
+        "# TYPE chatd_ws_frames_received_total counter\n"
+        "chatd_ws_frames_received_total %" PRIu64 "\n"
+        "# HELP chatd_messages_acknowledged_total Private messages acknowledged (message_delivered).\n"
+        "# TYPE chatd_messages_acknowledged_total counter\n"
+        "chatd_messages_acknowledged_total %" PRIu64 "\n"
+        "# HELP chatd_messages_failed_total Private messages refused (message_failed).\n"
+        "# TYPE chatd_messages_failed_total counter\n"
+        "chatd_messages_failed_total %" PRIu64 "\n"
+        "# HELP chatd_storage_up Whether storage answers (1) or not (0).\n"
+        "# TYPE chatd_storage_up gauge\n"
+        "chatd_storage_up %d\n"
+        "# HELP chatd_messages_stored_total Messages stored by persistence.\n"
+        "# TYPE chatd_messages_stored_total counter\n"
+        "chatd_messages_stored_total %" PRIu64 "\n"
+        "# HELP chatd_storage_batches_total Transactions committed by persistence.\n"
+        "# TYPE chatd_storage_batches_total counter\n"
+        "chatd_storage_batches_total %" PRIu64 "\n",
+        self->ws_count, zhashx_size (self->sessions), self->http_requests,
+        self->frames_received, self->messages_acknowledged, self->messages_failed,
+        self->storage_up ? 1 : 0, self->storage_stored, self->storage_batches);
+    s_req_answer_raw (req, 200, "text/plain; version=0.0.4", text, strlen (text), NULL);
+    zstr_free (&text);
+}
+
+//  Route a complete request (body received, if any)
+static void
+s_http_dispatch (self_t *self, http_req_t *req)
+{
+    const char *path = req->path;
+    bool get = req->method == LWSHUMETH_GET;
+    bool post = req->method == LWSHUMETH_POST;
+    bool known = streq (path, "/api/register") || streq (path, "/api/login")
+              || streq (path, "/api/logout") || streq (path, "/api/me")
+              || streq (path, "/api/users") || streq (path, "/api/conversations")
+              || streq (path, "/healthz") || streq (path, "/metrics") || streq (path, "/ws");
+    if (!known) {
+        s_req_error (req, 404, "not_found", "no such endpoint");
+        return;
+    }
+    bool wants_post = streq (path, "/api/register") || streq (path, "/api/login")
+                   || streq (path, "/api/logout");
+    if ((wants_post && !post) || (!wants_post && !get)) {
+        s_req_error (req, 405, "method_not_allowed", "method not allowed on this endpoint");
+        return;
+    }
+    if (post && !s_origin_allowed (self, req->wsi)) {
+        s_req_error (req, 403, "forbidden", "origin not allowed");
+        return;
+    }
+    if (streq (path, "/api/register"))
+        s_api_register (self, req);
+    else
+    if (streq (path, "/api/login"))
+        s_api_login (self, req);
+    else
+    if (streq (path, "/healthz"))
+        s_api_healthz (self, req);
+    else
+    if (streq (path, "/metrics"))
+        s_api_metrics (self, req);
+    else {
+        //  Everything else needs a session
+        char hash [SESSION_HASH_SIZE];
+        session_t *session = s_request_session (self, req->wsi, hash);
+        if (!session)
+            s_req_error (req, 401, "unauthorized", "no valid session");
+        else
+        if (streq (path, "/api/logout"))
+            chat_send (self->outbox, CHAT_ACTOR_AUTH, CHAT_CMD_LOGOUT, req->id, hash);
+        else
+        if (streq (path, "/api/me"))
+            s_api_me (req, session);
+        else
+        if (streq (path, "/api/users"))
+            chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_LIST_USERS, req->id);
+        else
+        if (streq (path, "/api/conversations"))
+            chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_LIST_CONVERSATIONS,
+                       req->id, session->user_id);
+        else
+            s_req_error (req, 400, "bad_request", "this endpoint needs a WebSocket upgrade");
+    }
+}
+
+//  LWS_CALLBACK_HTTP: a new request's headers are in
+static int
+s_http_request (self_t *self, struct lws *wsi, pss_t *pss)
+{
+    assert (!pss->req);
+    http_req_t *req = (http_req_t *) zmalloc (sizeof (http_req_t));
+    assert (req);
+    req->id = ++self->next_id;
+    req->wsi = wsi;
+    req->deadline_ms = chat_now_ms () + self->cfg.http_request_timeout_ms;
+    char *uri = NULL;
+    int uri_len = 0;
+    req->method = lws_http_get_uri_and_method (wsi, &uri, &uri_len);
+    if (uri && uri_len > 0)
+        snprintf (req->path, sizeof req->path, "%.*s", uri_len, uri);
+    pss->req = req;
+    chat_idmap_put (&self->reqs, req->id, req);
+    self->http_requests++;
+
+    char length [32] = "";
+    if (lws_hdr_copy (wsi, length, sizeof length, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
+        req->body_expected = strtoull (length, NULL, 10);
+    if (req->body_expected > (size_t) self->cfg.http_max_body_bytes) {
+        req->close_after = true;
+        s_req_error (req, 413, "payload_too_large", "request body too large");
+    }
+    else
+    if (req->method != LWSHUMETH_POST || req->body_expected == 0)
+        s_http_dispatch (self, req);
+    //  Else wait for LWS_CALLBACK_HTTP_BODY_COMPLETION
+    return 0;
+}
+
+static int
+s_http_body (self_t *self, pss_t *pss, const void *in, size_t len)
+{
+    http_req_t *req = pss->req;
+    if (!req || req->answered)
+        return 0;
+    if (req->body_len + len > (size_t) self->cfg.http_max_body_bytes) {
+        req->close_after = true;
+        s_req_error (req, 413, "payload_too_large", "request body too large");
+        return 0;
+    }
+    unsigned char *body = (unsigned char *) realloc (req->body, req->body_len + len + 1);
+    assert (body);
+    memcpy (body + req->body_len, in, len);
+    req->body = body;
+    req->body_len += len;
+    return 0;
+}
+
+static void
+s_http_body_complete (self_t *self, pss_t *pss)
+{
+    if (pss->req && !pss->req->answered)
+        s_http_dispatch (self, pss->req);
+}
+
+//  Once a second: answer requests nobody answered in time
+static void
+s_tick (lws_sorted_usec_list_t *sul)
+{
+    self_t *self = lws_container_of (sul, self_t, sul_tick);
+    int64_t now = chat_now_ms ();
+    size_t cursor = 0;
+    uint64_t id;
+    void *value;
+    while (chat_idmap_next (&self->reqs, &cursor, &id, &value)) {
+        http_req_t *req = (http_req_t *) value;
+        if (!req->answered && req->deadline_ms <= now)
+            s_req_error (req, 503, "unavailable", "the server did not answer in time");
+    }
+    lws_sul_schedule (self->context, 0, &self->sul_tick, s_tick, LWS_US_PER_SEC);
+}
+
+
+//  --------------------------------------------------------------------------
+//  WebSocket: upgrade, open, receive, write, close
+
+//  Refuse an upgrade with a status and a JSON error; lws then hangs up
+static int
+s_refuse_upgrade (struct lws *wsi, int status, const char *code, const char *message)
+{
+    char body [256];
+    int len = snprintf (body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
+    unsigned char buf [LWS_PRE + 512];
+    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+    if (lws_add_http_common_headers (wsi, (unsigned) status, "application/json", (lws_filepos_t) len, &p, end)
+    ||  lws_finalize_write_http_header (wsi, start, &p, end))
+        return 1;
+    memcpy (start, body, (size_t) len);
+    lws_write (wsi, start, (size_t) len, LWS_WRITE_HTTP_FINAL);
+    return 1;
+}
+
+//  LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: decide from what we hold, at once
+static int
+s_confirm_upgrade (self_t *self, struct lws *wsi, const char *upgrade)
+{
+    char uri [64] = "";
+    char hash [SESSION_HASH_SIZE];
+    if (!upgrade || strcmp (upgrade, "websocket") != 0)
+        return s_refuse_upgrade (wsi, 400, "bad_request", "only websocket upgrades");
+    if (lws_hdr_copy (wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || !streq (uri, "/ws"))
+        return s_refuse_upgrade (wsi, 404, "not_found", "WebSocket endpoint is /ws");
+    if (!s_origin_allowed (self, wsi))
+        return s_refuse_upgrade (wsi, 403, "forbidden", "origin not allowed");
+    session_t *session = s_request_session (self, wsi, hash);
+    if (!session)
+        return s_refuse_upgrade (wsi, 401, "unauthorized", "no valid session");
+    if (self->ws_count >= (size_t) self->cfg.limits_max_connections)
+        return s_refuse_upgrade (wsi, 503, "unavailable", "too many connections");
+    uintptr_t mine = (uintptr_t) chat_idmap_get (&self->user_conns, session->user_id);
+    if (mine >= (uintptr_t) self->cfg.limits_max_connections_per_user)
+        return s_refuse_upgrade (wsi, 429, "too_many_connections", "too many connections for this user");
+    return 0;
+}
+
+static void
+s_user_conns_add (self_t *self, uint64_t user_id, int delta)
+{
+    uintptr_t count = (uintptr_t) chat_idmap_get (&self->user_conns, user_id);
+    count = (uintptr_t) ((intptr_t) count + delta);
+    if (count)
+        chat_idmap_put (&self->user_conns, user_id, (void *) count);
+    else
+        chat_idmap_remove (&self->user_conns, user_id);
+}
+
+//  LWS_CALLBACK_ESTABLISHED
+static int
+s_ws_established (self_t *self, struct lws *wsi, pss_t *pss)
+{
+    char hash [SESSION_HASH_SIZE];
+    session_t *session = s_request_session (self, wsi, hash);
+    if (!session)
+        return -1;              //  Revoked between upgrade and now
+    ws_conn_t *conn = (ws_conn_t *) zmalloc (sizeof (ws_conn_t));
+    assert (conn);
+    conn->id = ++self->next_id;
+    conn->wsi = wsi;
+    conn->user_id = session->user_id;
+    snprintf (conn->nickname, sizeof conn->nickname, "%s", session->nickname);
+    memcpy (conn->session, hash, SESSION_HASH_SIZE);
+    conn->next = self->ws_list;
+    if (self->ws_list)
+        self->ws_list->prev = conn;
+    self->ws_list = conn;
+    self->ws_count++;
+    chat_idmap_put (&self->conns, conn->id, conn);
+    s_user_conns_add (self, conn->user_id, 1);
+    pss->conn = conn;
+    pss->req = NULL;
+    chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_JOIN, conn->id, conn->user_id, conn->nickname);
+    return 0;
+}
+
+//  LWS_CALLBACK_CLOSED
+static void
+s_ws_closed (self_t *self, pss_t *pss)
+{
+    ws_conn_t *conn = pss->conn;
+    if (!conn)
+        return;
+    chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_LEAVE, conn->id, conn->user_id, conn->nickname);
+    chat_idmap_remove (&self->conns, conn->id);
+    s_user_conns_add (self, conn->user_id, -1);
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        self->ws_list = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    self->ws_count--;
+    while (conn->head) {
+        qnode_t *node = conn->head;
+        conn->head = node->next;
+        s_frame_unref (node->frame);
+        free (node);
+    }
+    free (conn->rx);
+    free (conn);
+    pss->conn = NULL;
+}
+
+//  LWS_CALLBACK_SERVER_WRITEABLE: write queued frames while the socket takes them
+static int
+s_ws_writeable (ws_conn_t *conn)
+{
+    if (conn->close_now || (conn->close_code && !conn->head)) {
+        lws_close_reason (conn->wsi, (enum lws_close_status) conn->close_code,
+                          (unsigned char *) conn->close_reason, strlen (conn->close_reason));
+        return -1;
+    }
+    if (!conn->ready)
+        return 0;
+    while (conn->head && !lws_send_pipe_choked (conn->wsi)) {
+        qnode_t *node = conn->head;
+        frame_t *frame = node->frame;
+        int written = lws_write (conn->wsi, frame->data + LWS_PRE, frame->len, LWS_WRITE_TEXT);
+        if (written < (int) frame->len)
+            return -1;
+        conn->head = node->next;
+        if (!conn->head)
+            conn->tail = NULL;
+        conn->queued_bytes -= frame->len;
+        s_frame_unref (frame);
+        free (node);
+    }
+    if (conn->head || conn->close_code)
+        lws_callback_on_writable (conn->wsi);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  WebSocket: client frames
+
+//  An id member: a JSON integer >= min. Returns 0 if present and valid,
+//  1 if absent (and not required), -1 if invalid.
+static int
+s_member_id (json_t *object, const char *key, int64_t min, uint64_t *value)
+{
+    json_t *member = json_object_get (object, key);
+    if (!member || json_is_null (member))
+        return 1;
+    if (!json_is_integer (member) || json_integer_value (member) < min)
+        return -1;
+    *value = (uint64_t) json_integer_value (member);
+    return 0;
+}
+
+//  request_id as given, serialized; "" when absent (caller frees)
+static char *
+s_request_id (json_t *object)
+{
+    json_t *member = json_object_get (object, "request_id");
+    return member ? json_dumps (member, JSON_ENCODE_ANY | JSON_COMPACT) : strdup ("");
+}
+
+static void
+s_ws_private_message (self_t *self, ws_conn_t *conn, json_t *frame)
+{
+    uint64_t to_user_id = 0;
+    json_t *content = json_object_get (frame, "content");
+    json_t *client_id = json_object_get (frame, "client_id");
+    if (json_is_null (client_id))
+        client_id = NULL;
+    if (s_member_id (frame, "to_user_id", 1, &to_user_id) != 0 || !json_is_string (content)
+    ||  (client_id && (!json_is_string (client_id) || json_string_length (client_id) > 64))) {
+        s_send_error (self, conn, "bad_request",
+                      "private_message needs to_user_id (integer), content (string), optional client_id (string, at most 64 bytes)",
+                      NULL, 0);
+        return;
+    }
+    const char *cid = client_id ? json_string_value (client_id) : "";
+    size_t cid_len = client_id ? json_string_length (client_id) : 0;
+    if (!chat_content_valid (json_string_value (content), json_string_length (content),
+                             (size_t) self->cfg.limits_max_message_bytes))
+        s_send_message_failed (self, conn, cid, cid_len, to_user_id, "invalid_content",
+                               "content must be 1 to max_message_bytes of UTF-8 text, not only white space, without control characters", 0);
+    else
+    if (to_user_id == conn->user_id)
+        s_send_message_failed (self, conn, cid, cid_len, to_user_id, "invalid_recipient",
+                               "you cannot send a message to yourself", 0);
+    else
+        chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_PRIVATE_MESSAGE,
+                    conn->id, conn->user_id, conn->nickname, strlen (conn->nickname), to_user_id,
+                    cid, cid_len, json_string_value (content), json_string_length (content));
+}
+
+static void
+s_ws_typing (self_t *self, ws_conn_t *conn, json_t *frame)
+{
+    uint64_t to_user_id = 0;
+    json_t *is_typing = json_object_get (frame, "is_typing");
+    if (s_member_id (frame, "to_user_id", 1, &to_user_id) != 0 || !json_is_boolean (is_typing))
+        s_send_error (self, conn, "bad_request", "typing needs to_user_id (integer) and is_typing (boolean)", NULL, 0);
+    else
+    if (to_user_id != conn->user_id)
+        chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_TYPING, conn->id, conn->user_id,
+                   conn->nickname, to_user_id, (uint64_t) json_is_true (is_typing));
+}
+
+//  load_history and sync share their checks on limit and the id bound
+static void
+s_ws_load_history (self_t *self, ws_conn_t *conn, json_t *frame)
+{
+    uint64_t with_user_id = 0, before_id = 0, limit = 50;
+    char *request_id = s_request_id (frame);
+    if (s_member_id (frame, "with_user_id", 1, &with_user_id) != 0
+    ||  s_member_id (frame, "before_id", 0, &before_id) < 0
+    ||  s_member_id (frame, "limit", 1, &limit) < 0)
+        s_send_error (self, conn, "bad_request",
+                      "load_history needs with_user_id (integer), optional before_id (integer >= 0), limit (integer >= 1)",
+                      request_id, strlen (request_id));
+    else
+        chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_LOAD_HISTORY, conn->id, conn->user_id,
+                   with_user_id, before_id, limit > 100 ? 100 : limit, request_id);
+    free (request_id);
+}
+
+static void
+s_ws_sync (self_t *self, ws_conn_t *conn, json_t *frame)
+{
+    uint64_t after_id = 0, limit = 500;
+    char *request_id = s_request_id (frame);
+    if (s_member_id (frame, "after_id", 0, &after_id) < 0
+    ||  s_member_id (frame, "limit", 1, &limit) < 0)
+        s_send_error (self, conn, "bad_request",
+                      "sync takes optional after_id (integer >= 0) and limit (integer >= 1)",
+                      request_id, strlen (request_id));
+    else
+        chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_SYNC, conn->id, conn->user_id,
+                   after_id, limit > 1000 ? 1000 : limit, request_id);
+    free (request_id);
+}
+
+static void
+s_ws_mark_read (self_t *self, ws_conn_t *conn, json_t *frame)
+{
+    uint64_t with_user_id = 0, up_to_id = 0;
+    if (s_member_id (frame, "with_user_id", 1, &with_user_id) != 0
+    ||  s_member_id (frame, "up_to_id", 0, &up_to_id) != 0)
+        s_send_error (self, conn, "bad_request", "mark_read needs with_user_id and up_to_id (integers)", NULL, 0);
+    else
+        chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_MARK_READ, conn->id, conn->user_id,
+                   with_user_id, up_to_id);
+}
+
+//  One complete text message from a client
+static void
+s_ws_message (self_t *self, ws_conn_t *conn, const unsigned char *data, size_t len)
+{
+    self->frames_received++;
+    json_error_t error;
+    json_t *frame = json_loadb ((const char *) data, len, JSON_ALLOW_NUL, &error);
+    json_t *type = json_object_get (frame, "type");
+    const char *name = json_is_string (type) ? json_string_value (type) : "";
+    if (!json_is_object (frame))
+        s_send_error (self, conn, "bad_json", "each frame must be one JSON object", NULL, 0);
+    else
+    if (streq (name, "private_message"))
+        s_ws_private_message (self, conn, frame);
+    else
+    if (streq (name, "typing"))
+        s_ws_typing (self, conn, frame);
+    else
+    if (streq (name, "load_history"))
+        s_ws_load_history (self, conn, frame);
+    else
+    if (streq (name, "sync"))
+        s_ws_sync (self, conn, frame);
+    else
+    if (streq (name, "mark_read"))
+        s_ws_mark_read (self, conn, frame);
+    else
+        s_send_error (self, conn, "unknown_type", "unknown or missing type", NULL, 0);
+    json_decref (frame);
+}
+
+//  LWS_CALLBACK_RECEIVE: reassemble fragments, enforce the frame limits
+static int
+s_ws_receive (self_t *self, struct lws *wsi, ws_conn_t *conn, const void *in, size_t len)
+{
+    if (!conn)
+        return -1;
+    if (lws_frame_is_binary (wsi)) {
+        static const char reason [] = "binary frames are not accepted";
+        lws_close_reason (wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE, (unsigned char *) reason, strlen (reason));
+        return -1;
+    }
+    size_t remaining = lws_remaining_packet_payload (wsi);
+    if (conn->rx_len + len + remaining > (size_t) self->cfg.limits_max_frame_bytes) {
+        static const char reason [] = "frame too large";
+        lws_close_reason (wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, (unsigned char *) reason, strlen (reason));
+        return -1;
+    }
+    bool complete = lws_is_final_fragment (wsi) && remaining == 0;
+    if (complete && conn->rx_len == 0) {
+        s_ws_message (self, conn, (const unsigned char *) in, len);
+        return 0;
+    }
+    if (conn->rx_len + len > conn->rx_cap) {
+        size_t cap = conn->rx_len + len + remaining;
+        conn->rx = (unsigned char *) realloc (conn->rx, cap);
+        assert (conn->rx);
+        conn->rx_cap = cap;
+    }
+    memcpy (conn->rx + conn->rx_len, in, len);
+    conn->rx_len += len;
+    if (complete) {
+        s_ws_message (self, conn, conn->rx, conn->rx_len);
+        conn->rx_len = 0;
+        if (conn->rx_cap > 16384) {
+            free (conn->rx);
+            conn->rx = NULL;
+            conn->rx_cap = 0;
+        }
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Messages from the other actors, one handler per command
+
+static ws_conn_t *
+s_conn (self_t *self, uint64_t conn_id)
+{
+    return conn_id ? (ws_conn_t *) chat_idmap_get (&self->conns, conn_id) : NULL;
+}
+
+static http_req_t *
+s_req (self_t *self, uint64_t req_id)
+{
+    return req_id ? (http_req_t *) chat_idmap_get (&self->reqs, req_id) : NULL;
+}
+
+static void
+s_handle_http_response (self_t *self, chat_msg_t *m)
+{
+    http_req_t *req = s_req (self, m->u [0]);
+    if (req)
+        s_req_answer_raw (req, (int) m->u [1], "application/json", m->s [2], m->len [2], m->s [3]);
+}
+
+static void
+s_handle_session_created (self_t *self, chat_msg_t *m)
+{
+    if (m->len [0] != SESSION_HASH_SIZE - 1)
+        return;
+    session_t *session = (session_t *) zmalloc (sizeof (session_t));
+    assert (session);
+    session->user_id = m->u [1];
+    snprintf (session->nickname, sizeof session->nickname, "%s", m->s [2]);
+    session->expires_ms = (int64_t) m->u [3];
+    zhashx_update (self->sessions, m->s [0], session);
+}
+
+static void
+s_handle_session_revoked (self_t *self, chat_msg_t *m)
+{
+    zhashx_delete (self->sessions, m->s [0]);
+    for (ws_conn_t *conn = self->ws_list; conn; conn = conn->next)
+        if (streq (conn->session, m->s [0]))
+            s_conn_close (conn, 4001, "session ended", false);
+}
+
+static void
+s_handle_online_users (self_t *self, chat_msg_t *m)
+{
+    ws_conn_t *conn = s_conn (self, m->u [0]);
+    if (!conn)
+        return;
+    s_json_begin (self, "online_users");
+    s_json_key_raw (self, "users", m->s [1], m->len [1]);
+    frame_t *frame = s_json_frame (self);
+    frame->refs++;
+    s_conn_push (self, conn, frame, true);      //  Always the first frame
+    s_frame_unref (frame);
+    conn->ready = true;
+    lws_callback_on_writable (conn->wsi);
+}
+
+//  user_online / user_offline: every connection but the user's own
+static void
+s_handle_user_presence (self_t *self, chat_msg_t *m, const char *type)
+{
+    s_json_begin (self, type);
+    s_json_key_u64 (self, "user_id", m->u [0]);
+    s_json_key_string (self, "nickname", m->s [1], m->len [1]);
+    frame_t *frame = s_json_frame (self);
+    frame->refs++;
+    for (ws_conn_t *conn = self->ws_list; conn; conn = conn->next)
+        if (conn->user_id != m->u [0])
+            s_conn_push (self, conn, frame, false);
+    s_frame_unref (frame);
+}
+
+//  A stored message: ack to the origin connection, the message to the others
+static void
+s_handle_deliver_message (self_t *self, chat_msg_t *m)
+{
+    //  conn_id conn_ids message_id from_user_id nickname to_user_id client_id content timestamp online duplicate
+    if (m->len [1]) {
+        s_json_begin (self, "private_message");
+        s_json_key_u64 (self, "message_id", m->u [2]);
+        s_json_key_u64 (self, "from_user_id", m->u [3]);
+        s_json_key_u64 (self, "to_user_id", m->u [5]);
+        s_json_key_string (self, "nickname", m->s [4], m->len [4]);
+        s_json_key_string (self, "content", m->s [7], m->len [7]);
+        s_json_key_string (self, "timestamp", m->s [8], m->len [8]);
+        s_json_key_bool (self, "is_read", false);
+        s_send_frame_to_ids (self, m->s [1], s_json_frame (self));
+    }
+    ws_conn_t *origin = s_conn (self, m->u [0]);
+    if (origin) {
+        s_json_begin (self, "message_delivered");
+        s_json_key_u64 (self, "message_id", m->u [2]);
+        s_json_key (self, "client_id");
+        if (m->len [6])
+            s_json_string (self, m->s [6], m->len [6]);
+        else
+            s_json_lit (self, "null");
+        s_json_key_u64 (self, "to_user_id", m->u [5]);
+        s_json_key_string (self, "timestamp", m->s [8], m->len [8]);
+        s_json_key_bool (self, "online", m->u [9] != 0);
+        s_send_frame (self, origin, s_json_frame (self));
+    }
+    self->messages_acknowledged++;
+}
+
+static void
+s_handle_message_failed (self_t *self, chat_msg_t *m)
+{
+    ws_conn_t *conn = s_conn (self, m->u [0]);
+    if (conn)
+        s_send_message_failed (self, conn, m->s [1], m->len [1], m->u [2], m->s [3], m->s [4], m->u [5]);
+}
+
+static void
+s_handle_close_connection (self_t *self, chat_msg_t *m)
+{
+    ws_conn_t *conn = s_conn (self, m->u [0]);
+    if (conn)
+        s_conn_close (conn, (uint16_t) m->u [1], m->s [2], true);
+}
+
+static void
+s_handle_deliver_typing (self_t *self, chat_msg_t *m)
+{
+    s_json_begin (self, "typing");
+    s_json_key_u64 (self, "from_user_id", m->u [1]);
+    s_json_key_string (self, "nickname", m->s [2], m->len [2]);
+    s_json_key_bool (self, "is_typing", m->u [3] != 0);
+    s_send_frame_to_ids (self, m->s [0], s_json_frame (self));
+}
+
+static void
+s_handle_deliver_read (self_t *self, chat_msg_t *m)
+{
+    s_json_begin (self, "messages_read");
+    s_json_key_u64 (self, "by_user_id", m->u [1]);
+    s_json_key_u64 (self, "up_to_id", m->u [2]);
+    s_send_frame_to_ids (self, m->s [0], s_json_frame (self));
+}
+
+static void
+s_handle_history_loaded (self_t *self, chat_msg_t *m)
+{
+    ws_conn_t *conn = s_conn (self, m->u [0]);
+    if (!conn)
+        return;
+    s_json_begin (self, "history_loaded");
+    s_json_key_u64 (self, "with_user_id", m->u [1]);
+    s_json_key_raw (self, "request_id", m->s [2], m->len [2]);
+    s_json_key_raw (self, "messages", m->s [3], m->len [3]);
+    s_json_key_bool (self, "has_more", m->u [4] != 0);
+    s_send_frame (self, conn, s_json_frame (self));
+}
+
+static void
+s_handle_synced (self_t *self, chat_msg_t *m)
+{
+    ws_conn_t *conn = s_conn (self, m->u [0]);
+    if (!conn)
+        return;
+    s_json_begin (self, "synced");
+    s_json_key_raw (self, "request_id", m->s [1], m->len [1]);
+    s_json_key_raw (self, "messages", m->s [2], m->len [2]);
+    s_json_key_bool (self, "has_more", m->u [3] != 0);
+    s_send_frame (self, conn, s_json_frame (self));
+}
+
+static void
+s_handle_request_failed (self_t *self, chat_msg_t *m)
+{
+    ws_conn_t *conn = s_conn (self, m->u [0]);
+    if (conn)
+        s_send_error (self, conn, m->s [3], "the request could not be served; retry later",
+                      m->s [2], m->len [2]);
+}
+
+static void
+s_handle_storage_status (self_t *self, chat_msg_t *m)
+{
+    self->storage_up = m->u [0] != 0;
+    self->storage_stored = m->u [1];
+    self->storage_batches = m->u [2];
+}
+
+static void
+s_dispatch (self_t *self, chat_msg_t *m)
+{
+    switch (m->cmd) {
+        case CHAT_CMD_HTTP_RESPONSE:    s_handle_http_response (self, m); break;
+        case CHAT_CMD_SESSION_CREATED:  s_handle_session_created (self, m); break;
+        case CHAT_CMD_SESSION_REVOKED:  s_handle_session_revoked (self, m); break;
+        case CHAT_CMD_ONLINE_USERS:     s_handle_online_users (self, m); break;
+        case CHAT_CMD_USER_ONLINE:      s_handle_user_presence (self, m, "user_online"); break;
+        case CHAT_CMD_USER_OFFLINE:     s_handle_user_presence (self, m, "user_offline"); break;
+        case CHAT_CMD_DELIVER_MESSAGE:  s_handle_deliver_message (self, m); break;
+        case CHAT_CMD_MESSAGE_FAILED:   s_handle_message_failed (self, m); break;
+        case CHAT_CMD_CLOSE_CONNECTION: s_handle_close_connection (self, m); break;
+        case CHAT_CMD_DELIVER_TYPING:   s_handle_deliver_typing (self, m); break;
+        case CHAT_CMD_DELIVER_READ:     s_handle_deliver_read (self, m); break;
+        case CHAT_CMD_HISTORY_LOADED:   s_handle_history_loaded (self, m); break;
+        case CHAT_CMD_SYNCED:           s_handle_synced (self, m); break;
+        case CHAT_CMD_REQUEST_FAILED:   s_handle_request_failed (self, m); break;
+        case CHAT_CMD_STORAGE_STATUS:   s_handle_storage_status (self, m); break;
+        default:
+            zsys_warning ("ws-front: unexpected %s", chat_cmd_name (m->cmd));
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  The ZeroMQ side of the loop
+
+//  Drain the inbox; ZMQ_FD is edge-triggered, so read until it is empty, or
+//  stop after a batch and come back at once through a zero-delay timer.
+static void s_drain_again (lws_sorted_usec_list_t *sul);
+
+static void
+s_drain_inbox (self_t *self)
+{
+    for (int count = 0; count < DRAIN_BATCH; count++) {
+        int rc = chat_msg_recv (self->inbox, &self->msg, true);
+        if (rc == 1)
+            return;                     //  Empty: the next message raises an edge
+        if (rc == 0)
+            s_dispatch (self, &self->msg);
+    }
+    lws_sul_schedule (self->context, 0, &self->sul_drain, s_drain_again, 1);
+}
+
+static void
+s_drain_again (lws_sorted_usec_list_t *sul)
+{
+    self_t *self = lws_container_of (sul, self_t, sul_drain);
+    s_drain_inbox (self);
+}
+
+static void
+s_drain_pipe (self_t *self)
+{
+    while (zsock_events (self->pipe) & ZMQ_POLLIN) {
+        char *command = zstr_recv_nowait (self->pipe);
+        if (command && streq (command, "$TERM"))
+            self->terminated = true;
+        zstr_free (&command);
+        if (self->terminated)
+            break;
+    }
+    if (self->terminated)
+        lws_cancel_service (self->context);
+}
+
+//  Adopt a dup of a ZeroMQ socket's fd into the lws loop (see shared notes)
+static struct lws *
+s_adopt_zsock (self_t *self, zsock_t *sock)
+{
+    lws_sock_file_fd_type fd;
+    fd.filefd = dup (zsock_fd (sock));
+    if (fd.filefd < 0)
+        return NULL;
+    struct lws *wsi = lws_adopt_descriptor_vhost (self->vhost, LWS_ADOPT_RAW_FILE_DESC, fd, "chatd", NULL);
+    return wsi;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The one lws callback: dispatch on the reason
+
+static int
+s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+    struct lws_context *context = lws_get_context (wsi);
+    self_t *self = context ? (self_t *) lws_context_user (context) : NULL;
+    pss_t *pss = (pss_t *) user;
+    if (!self)
+        return lws_callback_http_dummy (wsi, reason, user, in, len);
+
+    switch (reason) {
+        case LWS_CALLBACK_RAW_RX_FILE:
+            //  The pipe or the inbox: drain both, each is cheap when empty
+            s_drain_pipe (self);
+            if (!self->terminated)
+                s_drain_inbox (self);
+            return 0;
+        case LWS_CALLBACK_RAW_CLOSE_FILE:
+            return 0;
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            return s_confirm_upgrade (self, wsi, (const char *) in);
+        case LWS_CALLBACK_ESTABLISHED:
+            return s_ws_established (self, wsi, pss);
+        case LWS_CALLBACK_RECEIVE:
+            return s_ws_receive (self, wsi, pss->conn, in, len);
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+            return pss->conn ? s_ws_writeable (pss->conn) : 0;
+        case LWS_CALLBACK_CLOSED:
+            s_ws_closed (self, pss);
+            return 0;
+        case LWS_CALLBACK_HTTP:
+            return s_http_request (self, wsi, pss);
+        case LWS_CALLBACK_HTTP_BODY:
+            return s_http_body (self, pss, in, len);
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+            s_http_body_complete (self, pss);
+            return 0;
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+            return s_http_writeable (self, wsi, pss);
+        case LWS_CALLBACK_CLOSED_HTTP:
+            if (pss)
+                s_req_destroy (self, &pss->req);
+            return 0;
+        default:
+            return lws_callback_http_dummy (wsi, reason, user, in, len);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Actor
+
+static void
+s_session_destroy (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+static void
+s_self_destroy (self_t **self_p)
+{
+    assert (self_p);
+    self_t *self = *self_p;
+    if (self) {
+        if (self->context)
+            lws_context_destroy (self->context);    //  Closes every wsi (callbacks run)
+        size_t cursor = 0;
+        uint64_t id;
+        void *value;
+        while (chat_idmap_next (&self->reqs, &cursor, &id, &value)) {
+            http_req_t *req = (http_req_t *) value;
+            free (req->body);
+            free (req->response);
+            free (req);
+        }
+        chat_idmap_release (&self->reqs);
+        chat_idmap_release (&self->conns);
+        chat_idmap_release (&self->user_conns);
+        zhashx_destroy (&self->sessions);
+        zlistx_destroy (&self->origins);
+        chat_outbox_destroy (&self->outbox);
+        zsock_destroy (&self->inbox);
+        chat_msg_release (&self->msg);
+        free (self->json);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static self_t *
+s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
+{
+    self_t *self = (self_t *) zmalloc (sizeof (self_t));
+    assert (self);
+    self->cfg = *cfg;
+    self->pipe = pipe;
+    chat_msg_init (&self->msg);
+    chat_idmap_init (&self->conns);
+    chat_idmap_init (&self->reqs);
+    chat_idmap_init (&self->user_conns);
+    self->sessions = zhashx_new ();
+    zhashx_set_destructor (self->sessions, s_session_destroy);
+    self->origins = zlistx_new ();
+    zlistx_set_destructor (self->origins, (czmq_destructor *) zstr_free);
+    zlistx_set_duplicator (self->origins, (czmq_duplicator *) strdup);
+    char origins [sizeof cfg->http_allowed_origins];
+    snprintf (origins, sizeof origins, "%s", cfg->http_allowed_origins);
+    char *save = NULL;
+    for (char *token = strtok_r (origins, " \t", &save); token; token = strtok_r (NULL, " \t", &save))
+        zlistx_add_end (self->origins, token);
+    self->storage_up = true;
+    self->inbox = chat_inbox_new (CHAT_ACTOR_WS_FRONT);
+    self->outbox = chat_outbox_new (CHAT_ACTOR_WS_FRONT, cfg->server_tap);
+    if (!self->inbox) {
+        snprintf (error, size, "ws-front: cannot bind its inbox");
+        s_self_destroy (&self);
+        return NULL;
+    }
+    s_retry.secs_since_valid_ping = (uint16_t) cfg->websocket_ping_interval_s;
+    s_retry.secs_since_valid_hangup = (uint16_t) cfg->websocket_pong_timeout_s;
+
+    lws_set_log_level (LLL_ERR, NULL);
+    struct lws_context_creation_info info;
+    memset (&info, 0, sizeof info);
+    info.port = cfg->server_port;
+    info.iface = cfg->server_bind;
+    info.protocols = s_protocols;
+    info.user = self;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.retry_and_idle_policy = &s_retry;
+    info.timeout_secs = 20;                     //  Slow handshakes and bodies
+    info.keepalive_timeout = 30;
+    info.pt_serv_buf_size = 64 * 1024;
+    info.vhost_name = "chatd";
+    self->context = lws_create_context (&info);
+    if (!self->context) {
+        snprintf (error, size, "ws-front: cannot listen on %s:%d", cfg->server_bind, cfg->server_port);
+        s_self_destroy (&self);
+        return NULL;
+    }
+    self->vhost = lws_get_vhost_by_name (self->context, "chatd");
+    assert (self->vhost);
+    if (!s_adopt_zsock (self, self->inbox) || !s_adopt_zsock (self, pipe)) {
+        snprintf (error, size, "ws-front: cannot watch its ZeroMQ sockets");
+        s_self_destroy (&self);
+        return NULL;
+    }
+    lws_sul_schedule (self->context, 0, &self->sul_tick, s_tick, LWS_US_PER_SEC);
+    return self;
+}
+
+void
+chat_ws_front_actor (zsock_t *pipe, void *args)
+{
+    char error [256] = "";
+    self_t *self = s_self_new (pipe, (const chat_config_t *) args, error, sizeof error);
+    zsock_signal (pipe, 0);
+    if (!self) {
+        chat_actor_report (pipe, error);
+        return;
+    }
+    chat_actor_report (pipe, NULL);
+    //  Libzmq raises the fd's edge only once a reader found the pipe empty:
+    //  drain both sockets once before sleeping (sessions from auth are there)
+    s_drain_pipe (self);
+    s_drain_inbox (self);
+    while (!self->terminated)
+        if (lws_service (self->context, 0) < 0)
+            break;
+    s_self_destroy (&self);
+}

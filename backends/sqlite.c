@@ -1,0 +1,972 @@
+/*  =========================================================================
+    sqlite.c - the SQLite storage backend (include/chat_backend.h)
+
+    Owns one SQLite connection per handle: the schema and its migrations,
+    and one prepared statement per query, made once at open and reused.
+    Called by persistence (messages, group commit) and auth (users,
+    sessions), each on its own handle of the same file; WAL mode and a busy
+    timeout let them work side by side. Talks to no actor.
+
+    Time is stored as INTEGER milliseconds since the epoch (created_ms,
+    expires_ms): exact, compact, compared and ordered as numbers, and
+    formatted into RFC 3339 only at the edge (chat_timestamp_format).
+    =========================================================================
+*/
+
+#include "chat_backend.h"
+#include "chat_wire.h"
+#include <czmq.h>
+#include <limits.h>
+#include <sqlite3.h>
+
+//  How long a statement waits for another handle's write lock
+#define S_BUSY_TIMEOUT_MS   5000
+
+//  --------------------------------------------------------------------------
+//  Migrations, applied in order at open inside one write transaction. Each
+//  applied version is a row of schema_migrations. Never edit a migration
+//  that has shipped: add the next one.
+
+static const char *s_migrations [] = {
+    //  1: everything
+    //  users: nickname as registered; nickname_key is lower (nickname), so
+    //  that uniqueness and lookups are without regard to case.
+    "CREATE TABLE users ("
+    "    id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "    nickname TEXT NOT NULL,"
+    //  The UNIQUE index on nickname_key serves user_create's conflict
+    //  check, user_find (nickname_key = lower (?)) and users_list's order.
+    "    nickname_key TEXT NOT NULL UNIQUE,"
+    "    password_hash TEXT NOT NULL,"
+    "    created_ms INTEGER NOT NULL"
+    ");"
+    //  sessions: only the hex hash of the token is stored.
+    //  The primary key serves session_create's conflict and session_delete.
+    "CREATE TABLE sessions ("
+    "    token_hash TEXT PRIMARY KEY,"
+    "    user_id INTEGER NOT NULL REFERENCES users (id),"
+    "    created_ms INTEGER NOT NULL,"
+    "    expires_ms INTEGER NOT NULL"
+    ");"
+    //  sessions_live (expires_ms > now) and sessions_expire (expires_ms <= now)
+    "CREATE INDEX sessions_expires ON sessions (expires_ms);"
+    //  private_messages: the seed design, with created_ms (INTEGER ms since
+    //  the epoch, see above) instead of created_at, and the sender's
+    //  optional client_id. id is AUTOINCREMENT so that an id is never used
+    //  twice: a later message always has a larger id. The foreign keys are
+    //  enforced (PRAGMA foreign_keys = ON) and are what message_store's
+    //  recipient check relies on.
+    "CREATE TABLE private_messages ("
+    "    id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "    sender_id INTEGER NOT NULL,"
+    "    receiver_id INTEGER NOT NULL,"
+    "    content TEXT NOT NULL,"
+    "    created_ms INTEGER NOT NULL,"
+    "    is_read BOOLEAN NOT NULL DEFAULT 0,"
+    "    client_id TEXT,"
+    "    FOREIGN KEY (sender_id) REFERENCES users (id),"
+    "    FOREIGN KEY (receiver_id) REFERENCES users (id)"
+    ");"
+    //  message_store: dedupe on the sender's client_id (the UNIQUE conflict
+    //  of the insert, then the look-up of the first message)
+    "CREATE UNIQUE INDEX private_messages_client"
+    "    ON private_messages (sender_id, client_id) WHERE client_id IS NOT NULL;"
+    //  conversations: the skip scan over the partners the user wrote to
+    //  (next receiver_id after the last one: one probe per partner);
+    //  history: each direction of a conversation, newest first below
+    //  before_id, LIMIT n+1 (a covering range scan bounded by the page);
+    //  conversations: the latest message of each direction (max (id) for
+    //  one sender/receiver pair is one probe)
+    "CREATE INDEX private_messages_pair"
+    "    ON private_messages (sender_id, receiver_id, id);"
+    //  conversations: the skip scan over the partners who wrote to the
+    //  user. Same shape as the pair index, so SQLite may also pick it for
+    //  history's and the latest message's probes; either costs the same.
+    "CREATE INDEX private_messages_partner"
+    "    ON private_messages (receiver_id, sender_id, id);"
+    //  sync: messages sent by the user above after_id, ascending, LIMIT n+1
+    "CREATE INDEX private_messages_sent"
+    "    ON private_messages (sender_id, id);"
+    //  sync: messages received by the user above after_id, ascending, LIMIT n+1
+    "CREATE INDEX private_messages_received"
+    "    ON private_messages (receiver_id, id);"
+    //  conversations: unread count per partner; mark_read: the rows to
+    //  update. Only unread messages are in it, so both cost what is unread.
+    "CREATE INDEX private_messages_unread"
+    "    ON private_messages (receiver_id, sender_id) WHERE is_read = 0;"
+    //  The seed's index on created_at is not kept: no query filters or
+    //  orders by time. Every page, catch-up and "latest" is by id, which
+    //  grows with time, and an extra index would only slow message_store.
+    ,
+    NULL
+};
+
+//  --------------------------------------------------------------------------
+//  Prepared statements, one per query
+
+typedef enum {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_PING,
+    S_USER_CREATE,
+    S_USER_FIND,
+    S_USER_GET,
+    S_USERS_LIST,
+    S_SESSION_CREATE,
+    S_SESSION_DELETE,
+    S_SESSIONS_LIVE,
+    S_SESSIONS_EXPIRE,
+    S_MESSAGE_INSERT,
+    S_MESSAGE_FIRST,
+    S_HISTORY,
+    S_SYNC,
+    S_MARK_READ,
+    S_CONVERSATIONS,
+    S_STMT_COUNT
+} s_stmt_id_t;
+
+//  The columns of a message row, as s_message_from_row reads them
+#define S_MESSAGE_COLUMNS \
+    "m.id, m.sender_id, m.receiver_id, s.nickname, m.content, m.created_ms, " \
+    "m.is_read, m.client_id"
+
+static const char *s_sql [S_STMT_COUNT] = {
+    //  IMMEDIATE takes the write lock now (waiting up to the busy timeout),
+    //  so a batch never fails half way to upgrade a read lock
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_PING] = "SELECT max (version) FROM schema_migrations",
+
+    [S_USER_CREATE] =
+        "INSERT INTO users (nickname, nickname_key, password_hash, created_ms)"
+        " VALUES (?1, lower (?1), ?2, ?3)",
+    [S_USER_FIND] =
+        "SELECT id, nickname, password_hash FROM users WHERE nickname_key = lower (?1)",
+    [S_USER_GET] =
+        "SELECT id, nickname, password_hash FROM users WHERE id = ?1",
+    [S_USERS_LIST] =
+        "SELECT id, nickname, password_hash FROM users ORDER BY nickname_key, nickname",
+
+    [S_SESSION_CREATE] =
+        "INSERT INTO sessions (token_hash, user_id, created_ms, expires_ms)"
+        " VALUES (?1, ?2, ?3, ?4)",
+    [S_SESSION_DELETE] =
+        "DELETE FROM sessions WHERE token_hash = ?1",
+    [S_SESSIONS_LIVE] =
+        "SELECT t.token_hash, t.user_id, u.nickname, t.expires_ms"
+        "  FROM sessions AS t JOIN users AS u ON u.id = t.user_id"
+        " WHERE t.expires_ms > ?1 ORDER BY t.expires_ms",
+    [S_SESSIONS_EXPIRE] =
+        "DELETE FROM sessions WHERE expires_ms <= ?1"
+        " RETURNING token_hash, user_id,"
+        "  (SELECT nickname FROM users WHERE users.id = sessions.user_id), expires_ms",
+
+    [S_MESSAGE_INSERT] =
+        "INSERT INTO private_messages (sender_id, receiver_id, content, created_ms, client_id)"
+        " VALUES (?1, ?2, ?3, ?4, ?5)",
+    [S_MESSAGE_FIRST] =
+        "SELECT id, receiver_id, content, created_ms, is_read FROM private_messages"
+        " WHERE sender_id = ?1 AND client_id = ?2",
+
+    //  ?1 user, ?2 partner, ?3 before_id, ?4 limit + 1. Each direction takes
+    //  its own newest n+1 ids from the pair index; the merged n+1 newest are
+    //  joined to their rows and returned ascending, with the page size as
+    //  the last column (n+1 rows: the oldest is only there to say has_more).
+    //  UNION (not ALL) so that a conversation with oneself counts once.
+    [S_HISTORY] =
+        "SELECT " S_MESSAGE_COLUMNS ", count (*) OVER () AS total"
+        "  FROM (SELECT id FROM (SELECT id FROM private_messages"
+        "                         WHERE sender_id = ?1 AND receiver_id = ?2 AND id < ?3"
+        "                         ORDER BY id DESC LIMIT ?4)"
+        "        UNION"
+        "        SELECT id FROM (SELECT id FROM private_messages"
+        "                         WHERE sender_id = ?2 AND receiver_id = ?1 AND id < ?3"
+        "                         ORDER BY id DESC LIMIT ?4)"
+        "        ORDER BY id DESC LIMIT ?4) AS page"
+        "  JOIN private_messages AS m ON m.id = page.id"
+        "  JOIN users AS s ON s.id = m.sender_id"
+        " ORDER BY m.id",
+    //  ?1 user, ?2 after_id, ?3 limit + 1: the oldest n+1 sent and the
+    //  oldest n+1 received above after_id, merged, n+1 kept, ascending
+    [S_SYNC] =
+        "SELECT " S_MESSAGE_COLUMNS
+        "  FROM (SELECT id FROM (SELECT id FROM private_messages"
+        "                         WHERE sender_id = ?1 AND id > ?2"
+        "                         ORDER BY id LIMIT ?3)"
+        "        UNION"
+        "        SELECT id FROM (SELECT id FROM private_messages"
+        "                         WHERE receiver_id = ?1 AND id > ?2"
+        "                         ORDER BY id LIMIT ?3)"
+        "        ORDER BY id LIMIT ?3) AS page"
+        "  JOIN private_messages AS m ON m.id = page.id"
+        "  JOIN users AS s ON s.id = m.sender_id"
+        " ORDER BY m.id",
+    //  ?1 reader, ?2 partner, ?3 up_to_id; walks the unread index only
+    [S_MARK_READ] =
+        "UPDATE private_messages SET is_read = 1"
+        " WHERE receiver_id = ?1 AND sender_id = ?2 AND is_read = 0 AND id <= ?3",
+    //  ?1 user. The partners are found by skip scans (one index probe per
+    //  partner, not one row per message): the next receiver above the last
+    //  one in (sender_id, receiver_id), the next sender in (receiver_id,
+    //  sender_id). Per partner the latest id is max () of two probes in the
+    //  pair index; unread counts come from the unread index.
+    [S_CONVERSATIONS] =
+        "WITH RECURSIVE"
+        " sent_to (partner) AS ("
+        "   SELECT (SELECT receiver_id FROM private_messages"
+        "            WHERE sender_id = ?1 ORDER BY receiver_id LIMIT 1)"
+        "   UNION ALL"
+        "   SELECT (SELECT receiver_id FROM private_messages"
+        "            WHERE sender_id = ?1 AND receiver_id > sent_to.partner"
+        "            ORDER BY receiver_id LIMIT 1)"
+        "     FROM sent_to WHERE sent_to.partner IS NOT NULL),"
+        " received_from (partner) AS ("
+        "   SELECT (SELECT sender_id FROM private_messages"
+        "            WHERE receiver_id = ?1 ORDER BY sender_id LIMIT 1)"
+        "   UNION ALL"
+        "   SELECT (SELECT sender_id FROM private_messages"
+        "            WHERE receiver_id = ?1 AND sender_id > received_from.partner"
+        "            ORDER BY sender_id LIMIT 1)"
+        "     FROM received_from WHERE received_from.partner IS NOT NULL),"
+        " partners (partner) AS ("
+        "   SELECT partner FROM sent_to WHERE partner IS NOT NULL"
+        "   UNION"
+        "   SELECT partner FROM received_from WHERE partner IS NOT NULL),"
+        " latest (partner, last_id) AS ("
+        "   SELECT partner, max ("
+        "     coalesce ((SELECT max (id) FROM private_messages"
+        "                 WHERE sender_id = ?1 AND receiver_id = partners.partner), 0),"
+        "     coalesce ((SELECT max (id) FROM private_messages"
+        "                 WHERE sender_id = partners.partner AND receiver_id = ?1), 0))"
+        "     FROM partners),"
+        " unread (partner, n) AS ("
+        "   SELECT sender_id, count (*) FROM private_messages"
+        "    WHERE receiver_id = ?1 AND is_read = 0 GROUP BY sender_id)"
+        " SELECT " S_MESSAGE_COLUMNS ", latest.partner, p.nickname, coalesce (unread.n, 0)"
+        "   FROM latest"
+        "   JOIN private_messages AS m ON m.id = latest.last_id"
+        "   JOIN users AS s ON s.id = m.sender_id"
+        "   JOIN users AS p ON p.id = latest.partner"
+        "   LEFT JOIN unread ON unread.partner = latest.partner"
+        "  ORDER BY latest.last_id DESC",
+};
+
+//  Number of columns S_MESSAGE_COLUMNS selects
+#define S_MESSAGE_NCOLUMNS  8
+
+//  --------------------------------------------------------------------------
+//  Structure of our handle
+
+struct chat_backend_t {
+    sqlite3 *db;                        //  The connection (one thread only)
+    char *path;                         //  Database file, for log lines
+    sqlite3_stmt *stmt [S_STMT_COUNT];  //  Prepared at open, reset after use
+    char *first_content;                //  Content of the last duplicate found
+    size_t first_content_size;          //  Bytes allocated for first_content
+};
+
+
+//  --------------------------------------------------------------------------
+//  Log an SQLite failure and answer CHAT_DB_UNAVAILABLE
+
+static int
+s_fail (chat_backend_t *self, const char *what)
+{
+    zsys_error ("sqlite %s: %s: %s", self->path, what, sqlite3_errmsg (self->db));
+    return CHAT_DB_UNAVAILABLE;
+}
+
+//  Reset a statement after use so that it holds no lock and no pointer
+
+static void
+s_done (sqlite3_stmt *stmt)
+{
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+}
+
+//  Copy a text column into a fixed buffer
+
+static void
+s_copy_text (char *dest, size_t size, sqlite3_stmt *stmt, int column)
+{
+    const char *text = (const char *) sqlite3_column_text (stmt, column);
+    snprintf (dest, size, "%s", text? text: "");
+}
+
+static void
+s_user_from_row (sqlite3_stmt *stmt, chat_user_t *user)
+{
+    memset (user, 0, sizeof (chat_user_t));
+    user->id = sqlite3_column_int64 (stmt, 0);
+    s_copy_text (user->nickname, sizeof user->nickname, stmt, 1);
+    s_copy_text (user->password_hash, sizeof user->password_hash, stmt, 2);
+}
+
+//  Read S_MESSAGE_COLUMNS; the pointers are the statement's until it moves on
+
+static void
+s_message_from_row (sqlite3_stmt *stmt, chat_message_t *message)
+{
+    message->id = sqlite3_column_int64 (stmt, 0);
+    message->from_user_id = sqlite3_column_int64 (stmt, 1);
+    message->to_user_id = sqlite3_column_int64 (stmt, 2);
+    message->nickname = (const char *) sqlite3_column_text (stmt, 3);
+    message->content = (const char *) sqlite3_column_text (stmt, 4);
+    message->content_len = (size_t) sqlite3_column_bytes (stmt, 4);
+    message->created_ms = sqlite3_column_int64 (stmt, 5);
+    message->is_read = sqlite3_column_int (stmt, 6) != 0;
+    message->client_id = (const char *) sqlite3_column_text (stmt, 7);
+}
+
+//  Run one statement with no result rows outside the prepared set (open only)
+
+static int
+s_exec (chat_backend_t *self, const char *sql)
+{
+    return sqlite3_exec (self->db, sql, NULL, NULL, NULL);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Apply the migrations this database has not had yet
+
+static int
+s_migrate (chat_backend_t *self, char *error, size_t size)
+{
+    sqlite3_stmt *stmt = NULL;
+    int known = 0;
+    while (s_migrations [known])
+        known++;
+
+    if (s_exec (self, "BEGIN IMMEDIATE") != SQLITE_OK)
+        goto failed;
+    if (s_exec (self, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                      " version INTEGER PRIMARY KEY,"
+                      " applied_at TEXT NOT NULL)") != SQLITE_OK)
+        goto failed;
+    if (sqlite3_prepare_v2 (self->db, "SELECT coalesce (max (version), 0) FROM schema_migrations",
+                            -1, &stmt, NULL) != SQLITE_OK
+    ||  sqlite3_step (stmt) != SQLITE_ROW)
+        goto failed;
+    int version = sqlite3_column_int (stmt, 0);
+    sqlite3_finalize (stmt);
+    stmt = NULL;
+    if (version > known) {
+        snprintf (error, size, "database %s has schema version %d, newer than this chatd (%d)",
+                  self->path, version, known);
+        s_exec (self, "ROLLBACK");
+        return -1;
+    }
+    if (sqlite3_prepare_v2 (self->db,
+            "INSERT INTO schema_migrations (version, applied_at)"
+            " VALUES (?1, strftime ('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+            -1, &stmt, NULL) != SQLITE_OK)
+        goto failed;
+    for (; version < known; version++) {
+        if (s_exec (self, s_migrations [version]) != SQLITE_OK)
+            goto failed;
+        sqlite3_bind_int (stmt, 1, version + 1);
+        if (sqlite3_step (stmt) != SQLITE_DONE)
+            goto failed;
+        sqlite3_reset (stmt);
+        zsys_info ("sqlite %s: applied migration %d", self->path, version + 1);
+    }
+    sqlite3_finalize (stmt);
+    stmt = NULL;
+    if (s_exec (self, "COMMIT") != SQLITE_OK)
+        goto failed;
+    return 0;
+
+failed:
+    snprintf (error, size, "cannot migrate database %s: %s", self->path, sqlite3_errmsg (self->db));
+    sqlite3_finalize (stmt);
+    if (!sqlite3_get_autocommit (self->db))
+        s_exec (self, "ROLLBACK");
+    return -1;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Close a handle; rolls back a transaction left open
+
+static void
+s_close (chat_backend_t **self_p)
+{
+    assert (self_p);
+    chat_backend_t *self = *self_p;
+    if (self) {
+        for (int i = 0; i < S_STMT_COUNT; i++)
+            sqlite3_finalize (self->stmt [i]);
+        if (self->db && sqlite3_close (self->db) != SQLITE_OK)
+            zsys_error ("sqlite %s: close: %s", self->path, sqlite3_errmsg (self->db));
+        free (self->first_content);
+        free (self->path);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Open a handle on cfg->sqlite_path, creating and migrating the database
+
+static chat_backend_t *
+s_open (const chat_config_t *cfg, char *error, size_t size)
+{
+    assert (cfg);
+    assert (error);
+    const char *synchronous = NULL;
+    if (cfg->sqlite_synchronous [0] == 0 || streq (cfg->sqlite_synchronous, "full"))
+        synchronous = "PRAGMA synchronous = FULL";
+    else
+    if (streq (cfg->sqlite_synchronous, "normal"))
+        synchronous = "PRAGMA synchronous = NORMAL";
+    else {
+        snprintf (error, size, "[sqlite] synchronous: expected full or normal, not '%s'",
+                  cfg->sqlite_synchronous);
+        return NULL;
+    }
+    if (cfg->sqlite_path [0] == 0) {
+        snprintf (error, size, "[sqlite] path: no database file given");
+        return NULL;
+    }
+    chat_backend_t *self = (chat_backend_t *) zmalloc (sizeof (chat_backend_t));
+    assert (self);
+    self->path = strdup (cfg->sqlite_path);
+    assert (self->path);
+
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_open_v2 (self->path, &self->db,
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                              NULL);
+    if (rc != SQLITE_OK)
+        goto cannot_open;
+    sqlite3_busy_timeout (self->db, S_BUSY_TIMEOUT_MS);
+
+    //  journal_mode answers the mode it is in now; WAL lets readers work
+    //  while a batch commits
+    if (sqlite3_prepare_v2 (self->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL) != SQLITE_OK
+    ||  sqlite3_step (stmt) != SQLITE_ROW)
+        goto cannot_open;
+    const char *mode = (const char *) sqlite3_column_text (stmt, 0);
+    if (!mode || strcmp (mode, "wal") != 0)
+        zsys_warning ("sqlite %s: journal mode is %s, not wal", self->path, mode? mode: "unknown");
+    sqlite3_finalize (stmt);
+    stmt = NULL;
+
+    //  The queries' temporary b-trees (UNION, window, ORDER BY of a page)
+    //  hold a page of rows at most: in memory, not in a temporary file
+    if (s_exec (self, synchronous) != SQLITE_OK
+    ||  s_exec (self, "PRAGMA temp_store = MEMORY") != SQLITE_OK
+    ||  s_exec (self, "PRAGMA foreign_keys = ON") != SQLITE_OK)
+        goto cannot_open;
+    //  The recipient check depends on foreign keys: make sure they are on
+    if (sqlite3_prepare_v2 (self->db, "PRAGMA foreign_keys", -1, &stmt, NULL) != SQLITE_OK
+    ||  sqlite3_step (stmt) != SQLITE_ROW)
+        goto cannot_open;
+    if (sqlite3_column_int (stmt, 0) != 1) {
+        snprintf (error, size, "cannot open database %s: this SQLite does not enforce foreign keys",
+                  self->path);
+        goto failed;
+    }
+    sqlite3_finalize (stmt);
+    stmt = NULL;
+
+    if (s_migrate (self, error, size))
+        goto failed;
+
+    for (int i = 0; i < S_STMT_COUNT; i++)
+        if (sqlite3_prepare_v3 (self->db, s_sql [i], -1, SQLITE_PREPARE_PERSISTENT,
+                                &self->stmt [i], NULL) != SQLITE_OK) {
+            snprintf (error, size, "cannot prepare statement %d on %s: %s",
+                      i, self->path, sqlite3_errmsg (self->db));
+            goto failed;
+        }
+    return self;
+
+cannot_open:
+    snprintf (error, size, "cannot open database %s: %s", self->path,
+              self->db? sqlite3_errmsg (self->db): sqlite3_errstr (rc));
+failed:
+    sqlite3_finalize (stmt);
+    s_close (&self);
+    return NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  CHAT_DB_OK if the database file answers
+
+static int
+s_ping (chat_backend_t *self)
+{
+    assert (self);
+    sqlite3_stmt *stmt = self->stmt [S_PING];
+    int rc = sqlite3_step (stmt) == SQLITE_ROW? CHAT_DB_OK: s_fail (self, "ping");
+    s_done (stmt);
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Users
+
+static int
+s_user_create (chat_backend_t *self, const char *nickname, const char *password_hash,
+               int64_t now_ms, int64_t *user_id)
+{
+    assert (self);
+    assert (nickname);
+    assert (password_hash);
+    sqlite3_stmt *stmt = self->stmt [S_USER_CREATE];
+    sqlite3_bind_text (stmt, 1, nickname, -1, SQLITE_STATIC);
+    sqlite3_bind_text (stmt, 2, password_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 3, now_ms);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_DONE) {
+        if (user_id)
+            *user_id = sqlite3_last_insert_rowid (self->db);
+        rc = CHAT_DB_OK;
+    }
+    else
+    if (sqlite3_extended_errcode (self->db) == SQLITE_CONSTRAINT_UNIQUE)
+        rc = CHAT_DB_CONFLICT;
+    else
+        rc = s_fail (self, "user_create");
+    s_done (stmt);
+    return rc;
+}
+
+//  Run a user look-up that answers at most one row
+
+static int
+s_user_one (chat_backend_t *self, sqlite3_stmt *stmt, chat_user_t *user, const char *what)
+{
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        if (user)
+            s_user_from_row (stmt, user);
+        rc = CHAT_DB_OK;
+    }
+    else
+    if (rc == SQLITE_DONE)
+        rc = CHAT_DB_NOT_FOUND;
+    else
+        rc = s_fail (self, what);
+    s_done (stmt);
+    return rc;
+}
+
+static int
+s_user_find (chat_backend_t *self, const char *nickname, chat_user_t *user)
+{
+    assert (self);
+    assert (nickname);
+    sqlite3_stmt *stmt = self->stmt [S_USER_FIND];
+    sqlite3_bind_text (stmt, 1, nickname, -1, SQLITE_STATIC);
+    return s_user_one (self, stmt, user, "user_find");
+}
+
+static int
+s_user_get (chat_backend_t *self, int64_t user_id, chat_user_t *user)
+{
+    assert (self);
+    sqlite3_stmt *stmt = self->stmt [S_USER_GET];
+    sqlite3_bind_int64 (stmt, 1, user_id);
+    return s_user_one (self, stmt, user, "user_get");
+}
+
+static int
+s_users_list (chat_backend_t *self, chat_user_fn *fn, void *ctx)
+{
+    assert (self);
+    assert (fn);
+    sqlite3_stmt *stmt = self->stmt [S_USERS_LIST];
+    chat_user_t user;
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        s_user_from_row (stmt, &user);
+        fn (&user, ctx);
+    }
+    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "users_list");
+    s_done (stmt);
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Sessions
+
+static int
+s_session_create (chat_backend_t *self, const char *token_hash, int64_t user_id,
+                  int64_t now_ms, int64_t expires_ms)
+{
+    assert (self);
+    assert (token_hash);
+    sqlite3_stmt *stmt = self->stmt [S_SESSION_CREATE];
+    sqlite3_bind_text (stmt, 1, token_hash, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 2, user_id);
+    sqlite3_bind_int64 (stmt, 3, now_ms);
+    sqlite3_bind_int64 (stmt, 4, expires_ms);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_DONE)
+        rc = CHAT_DB_OK;
+    else {
+        int code = sqlite3_extended_errcode (self->db);
+        if (code == SQLITE_CONSTRAINT_PRIMARYKEY || code == SQLITE_CONSTRAINT_UNIQUE)
+            rc = CHAT_DB_CONFLICT;          //  That token hash exists
+        else
+        if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
+            rc = CHAT_DB_NOT_FOUND;         //  No such user
+        else
+            rc = s_fail (self, "session_create");
+    }
+    s_done (stmt);
+    return rc;
+}
+
+//  CHAT_DB_NOT_FOUND if there was no such session
+
+static int
+s_session_delete (chat_backend_t *self, const char *token_hash)
+{
+    assert (self);
+    assert (token_hash);
+    sqlite3_stmt *stmt = self->stmt [S_SESSION_DELETE];
+    sqlite3_bind_text (stmt, 1, token_hash, -1, SQLITE_STATIC);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_DONE)
+        rc = sqlite3_changes (self->db) > 0? CHAT_DB_OK: CHAT_DB_NOT_FOUND;
+    else
+        rc = s_fail (self, "session_delete");
+    s_done (stmt);
+    return rc;
+}
+
+//  Call fn for each row of (token_hash, user_id, nickname, expires_ms)
+
+static int
+s_sessions_each (chat_backend_t *self, sqlite3_stmt *stmt, int64_t now_ms,
+                 chat_session_fn *fn, void *ctx, const char *what)
+{
+    sqlite3_bind_int64 (stmt, 1, now_ms);
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        const char *nickname = (const char *) sqlite3_column_text (stmt, 2);
+        if (fn)
+            fn ((const char *) sqlite3_column_text (stmt, 0), sqlite3_column_int64 (stmt, 1),
+                nickname? nickname: "", sqlite3_column_int64 (stmt, 3), ctx);
+    }
+    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, what);
+    s_done (stmt);
+    return rc;
+}
+
+static int
+s_sessions_live (chat_backend_t *self, int64_t now_ms, chat_session_fn *fn, void *ctx)
+{
+    assert (self);
+    return s_sessions_each (self, self->stmt [S_SESSIONS_LIVE], now_ms, fn, ctx, "sessions_live");
+}
+
+//  The DELETE ... RETURNING deletes every expired row at its first step and
+//  then hands them out one by one; the delete commits when it is done.
+
+static int
+s_sessions_expire (chat_backend_t *self, int64_t now_ms, chat_session_fn *fn, void *ctx)
+{
+    assert (self);
+    return s_sessions_each (self, self->stmt [S_SESSIONS_EXPIRE], now_ms, fn, ctx, "sessions_expire");
+}
+
+
+//  --------------------------------------------------------------------------
+//  Transactions
+
+static int
+s_step_once (chat_backend_t *self, s_stmt_id_t id, const char *what)
+{
+    sqlite3_stmt *stmt = self->stmt [id];
+    int rc = sqlite3_step (stmt) == SQLITE_DONE? CHAT_DB_OK: s_fail (self, what);
+    s_done (stmt);
+    return rc;
+}
+
+static int
+s_begin (chat_backend_t *self)
+{
+    assert (self);
+    return s_step_once (self, S_BEGIN, "begin");
+}
+
+//  A commit that fails rolls the whole batch back
+
+static int
+s_commit (chat_backend_t *self)
+{
+    assert (self);
+    int rc = s_step_once (self, S_COMMIT, "commit");
+    if (rc != CHAT_DB_OK && !sqlite3_get_autocommit (self->db))
+        s_step_once (self, S_ROLLBACK, "rollback");
+    return rc;
+}
+
+//  Nothing to do when SQLite already rolled back (after an I/O error)
+
+static int
+s_rollback (chat_backend_t *self)
+{
+    assert (self);
+    if (sqlite3_get_autocommit (self->db))
+        return CHAT_DB_OK;
+    return s_step_once (self, S_ROLLBACK, "rollback");
+}
+
+
+//  --------------------------------------------------------------------------
+//  Fill message from the sender's first message with this client_id
+
+static int
+s_message_first (chat_backend_t *self, chat_message_t *message)
+{
+    sqlite3_stmt *stmt = self->stmt [S_MESSAGE_FIRST];
+    sqlite3_bind_int64 (stmt, 1, message->from_user_id);
+    sqlite3_bind_text (stmt, 2, message->client_id, -1, SQLITE_STATIC);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        //  The content is copied so that it outlives the statement's reset
+        const char *content = (const char *) sqlite3_column_text (stmt, 2);
+        size_t content_len = (size_t) sqlite3_column_bytes (stmt, 2);
+        if (content_len + 1 > self->first_content_size) {
+            free (self->first_content);
+            self->first_content_size = content_len + 1;
+            self->first_content = (char *) malloc (self->first_content_size);
+            assert (self->first_content);
+        }
+        memcpy (self->first_content, content? content: "", content_len);
+        self->first_content [content_len] = 0;
+
+        message->id = sqlite3_column_int64 (stmt, 0);
+        message->to_user_id = sqlite3_column_int64 (stmt, 1);
+        message->content = self->first_content;
+        message->content_len = content_len;
+        message->created_ms = sqlite3_column_int64 (stmt, 3);
+        message->is_read = sqlite3_column_int (stmt, 4) != 0;
+        rc = CHAT_DB_OK;
+    }
+    else
+        rc = s_fail (self, "message_store (first of client_id)");
+    s_done (stmt);
+    return rc;
+}
+
+//  One INSERT does the whole job on the usual path: the foreign key checks
+//  that the recipient exists (an INTEGER PRIMARY KEY probe; a failure is
+//  the statement's only, the transaction goes on), the UNIQUE index on
+//  (sender_id, client_id) catches a client_id used before, committed or
+//  earlier in this transaction. The UNIQUE check comes first, so a resend
+//  is answered as a duplicate whatever its recipient.
+
+static int
+s_message_store (chat_backend_t *self, chat_message_t *message, bool *duplicate)
+{
+    assert (self);
+    assert (message);
+    assert (message->content || message->content_len == 0);
+    assert (message->content_len <= INT_MAX);
+    bool is_duplicate = false;
+    int64_t now_ms = chat_now_ms ();
+    sqlite3_stmt *stmt = self->stmt [S_MESSAGE_INSERT];
+    sqlite3_bind_int64 (stmt, 1, message->from_user_id);
+    sqlite3_bind_int64 (stmt, 2, message->to_user_id);
+    sqlite3_bind_text (stmt, 3, message->content? message->content: "",
+                       (int) message->content_len, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 4, now_ms);
+    if (message->client_id)
+        sqlite3_bind_text (stmt, 5, message->client_id, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null (stmt, 5);
+    int rc = sqlite3_step (stmt);
+    int code = sqlite3_extended_errcode (self->db);
+    if (rc == SQLITE_DONE) {
+        message->id = sqlite3_last_insert_rowid (self->db);
+        message->created_ms = now_ms;
+        message->is_read = false;
+        rc = CHAT_DB_OK;
+    }
+    else
+    if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
+        rc = CHAT_DB_NOT_FOUND;
+    else
+    if (code == SQLITE_CONSTRAINT_UNIQUE && message->client_id)
+        rc = CHAT_DB_CONFLICT;              //  Looked up below
+    else
+        rc = s_fail (self, "message_store");
+    s_done (stmt);
+
+    if (rc == CHAT_DB_CONFLICT) {
+        rc = s_message_first (self, message);
+        is_duplicate = rc == CHAT_DB_OK;
+    }
+    if (duplicate)
+        *duplicate = is_duplicate;
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  History: the limit newest messages between two users below before_id
+
+static int
+s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
+           int64_t before_id, int limit, chat_message_fn *fn, void *ctx, bool *has_more)
+{
+    assert (self);
+    assert (fn);
+    if (limit < 0)
+        limit = 0;
+    sqlite3_stmt *stmt = self->stmt [S_HISTORY];
+    sqlite3_bind_int64 (stmt, 1, user_id);
+    sqlite3_bind_int64 (stmt, 2, with_user_id);
+    sqlite3_bind_int64 (stmt, 3, before_id > 0? before_id: INT64_MAX);
+    sqlite3_bind_int64 (stmt, 4, (int64_t) limit + 1);
+    bool more = false;
+    chat_message_t message;
+    int rc;
+    bool first = true;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        //  With limit + 1 rows the oldest one only says there is more
+        if (first) {
+            first = false;
+            if (sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS) > limit) {
+                more = true;
+                continue;
+            }
+        }
+        s_message_from_row (stmt, &message);
+        fn (&message, ctx);
+    }
+    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "history");
+    s_done (stmt);
+    if (has_more)
+        *has_more = rc == CHAT_DB_OK && more;
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Sync: messages to or from a user above after_id, ascending
+
+static int
+s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
+        chat_message_fn *fn, void *ctx, bool *has_more)
+{
+    assert (self);
+    assert (fn);
+    if (limit < 0)
+        limit = 0;
+    sqlite3_stmt *stmt = self->stmt [S_SYNC];
+    sqlite3_bind_int64 (stmt, 1, user_id);
+    sqlite3_bind_int64 (stmt, 2, after_id);
+    sqlite3_bind_int64 (stmt, 3, (int64_t) limit + 1);
+    bool more = false;
+    chat_message_t message;
+    int count = 0;
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        if (count == limit) {
+            more = true;                //  Row limit + 1: there is more
+            rc = SQLITE_DONE;
+            break;
+        }
+        s_message_from_row (stmt, &message);
+        fn (&message, ctx);
+        count++;
+    }
+    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "sync");
+    s_done (stmt);
+    if (has_more)
+        *has_more = rc == CHAT_DB_OK && more;
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Mark messages from partner to reader up to up_to_id as read
+
+static int
+s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
+             int64_t up_to_id, int64_t *changed)
+{
+    assert (self);
+    sqlite3_stmt *stmt = self->stmt [S_MARK_READ];
+    sqlite3_bind_int64 (stmt, 1, reader_id);
+    sqlite3_bind_int64 (stmt, 2, partner_id);
+    sqlite3_bind_int64 (stmt, 3, up_to_id);
+    int rc = sqlite3_step (stmt);
+    int64_t count = 0;
+    if (rc == SQLITE_DONE) {
+        count = sqlite3_changes64 (self->db);
+        rc = CHAT_DB_OK;
+    }
+    else
+        rc = s_fail (self, "mark_read");
+    s_done (stmt);
+    if (changed)
+        *changed = count;
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Conversations: one row per partner, most recent first
+
+static int
+s_conversations (chat_backend_t *self, int64_t user_id, chat_conversation_fn *fn, void *ctx)
+{
+    assert (self);
+    assert (fn);
+    sqlite3_stmt *stmt = self->stmt [S_CONVERSATIONS];
+    sqlite3_bind_int64 (stmt, 1, user_id);
+    chat_conversation_t conv;
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        s_message_from_row (stmt, &conv.last_message);
+        conv.user_id = sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS);
+        conv.nickname = (const char *) sqlite3_column_text (stmt, S_MESSAGE_NCOLUMNS + 1);
+        conv.unread = sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS + 2);
+        fn (&conv, ctx);
+    }
+    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "conversations");
+    s_done (stmt);
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+
+const chat_backend_ops_t chat_backend_sqlite = {
+    .name = "sqlite",
+    .open = s_open,
+    .close = s_close,
+    .ping = s_ping,
+    .user_create = s_user_create,
+    .user_find = s_user_find,
+    .user_get = s_user_get,
+    .users_list = s_users_list,
+    .session_create = s_session_create,
+    .session_delete = s_session_delete,
+    .sessions_live = s_sessions_live,
+    .sessions_expire = s_sessions_expire,
+    .begin = s_begin,
+    .commit = s_commit,
+    .rollback = s_rollback,
+    .message_store = s_message_store,
+    .history = s_history,
+    .sync = s_sync,
+    .mark_read = s_mark_read,
+    .conversations = s_conversations,
+};

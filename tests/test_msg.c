@@ -1,0 +1,618 @@
+/*  =========================================================================
+    test_msg.c - the internal protocol codec (actors/chat_msg.c)
+
+    Every command goes through a real inproc PUSH/PULL pair (chat_outbox_t
+    to chat_inbox_new), malformed messages are pushed by a raw PUSH socket,
+    and the tap is watched by a SUB socket bound at CHAT_TAP_INPROC, where
+    chatd's tap proxy would be.
+    =========================================================================
+*/
+
+#include "test_util.h"
+#include <inttypes.h>
+
+//  Sample field values by command and position, so that the receiver can
+//  compute what to expect from the command table alone
+#define U(i) ((uint64_t) (1000 * ((uint64_t) cmd + 1) + (i)))
+#define S(i) (f [i])
+
+//  Fill f [i] with the text sample for field i of cmd, by its type
+static void
+s_samples (chat_cmd_t cmd, char f [CHAT_MAX_FIELDS][64])
+{
+    const char *picture = chat_cmd_picture (cmd);
+    for (int i = 0; picture [i]; i++) {
+        if (picture [i] == 'j')
+            snprintf (f [i], 64, "{\"%s\":%d}", chat_cmd_name (cmd), i);
+        else
+        if (picture [i] == 'c')
+            snprintf (f [i], 64, "caf\xc3\xa9 %d \xf0\x9f\x98\x80 %s", i, chat_cmd_name (cmd));
+        else
+        if (picture [i] == 'x')
+            snprintf (f [i], 64, "secret-%d-%s", i, chat_cmd_name (cmd));
+        else
+            snprintf (f [i], 64, "%s-%d", chat_cmd_name (cmd), i);
+    }
+}
+
+//  Send the sample of cmd; fails for a command without a sample here, so
+//  a command added to the table needs one
+static int
+s_send_sample (chat_outbox_t *outbox, chat_actor_t to, chat_cmd_t cmd)
+{
+    char f [CHAT_MAX_FIELDS][64];
+    s_samples (cmd, f);
+    switch (cmd) {
+        case CHAT_CMD_REGISTER:
+            return chat_send (outbox, to, cmd, U (0), S (1), S (2));
+        case CHAT_CMD_LOGIN:
+            return chat_send (outbox, to, cmd, U (0), S (1), S (2), S (3));
+        case CHAT_CMD_LOGIN_RESULT:
+            return chat_send (outbox, to, cmd, S (0), S (1), U (2));
+        case CHAT_CMD_LOGOUT:
+            return chat_send (outbox, to, cmd, U (0), S (1));
+        case CHAT_CMD_LIST_USERS:
+            return chat_send (outbox, to, cmd, U (0));
+        case CHAT_CMD_USERS_LISTED:
+            return chat_send (outbox, to, cmd, U (0), S (1));
+        case CHAT_CMD_LIST_CONVERSATIONS:
+            return chat_send (outbox, to, cmd, U (0), U (1));
+        case CHAT_CMD_HTTP_RESPONSE:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2), S (3));
+        case CHAT_CMD_SESSION_CREATED:
+            return chat_send (outbox, to, cmd, S (0), U (1), S (2), U (3));
+        case CHAT_CMD_SESSION_REVOKED:
+            return chat_send (outbox, to, cmd, S (0), S (1));
+        case CHAT_CMD_JOIN:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2));
+        case CHAT_CMD_LEAVE:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2));
+        case CHAT_CMD_ONLINE_USERS:
+            return chat_send (outbox, to, cmd, U (0), S (1));
+        case CHAT_CMD_USER_ONLINE:
+            return chat_send (outbox, to, cmd, U (0), S (1));
+        case CHAT_CMD_USER_OFFLINE:
+            return chat_send (outbox, to, cmd, U (0), S (1));
+        case CHAT_CMD_PRIVATE_MESSAGE:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2), U (3), S (4), S (5));
+        case CHAT_CMD_MESSAGE_STORED:
+            return chat_send (outbox, to, cmd, U (0), U (1), U (2), S (3), U (4), S (5), S (6), S (7), U (8));
+        case CHAT_CMD_DELIVER_MESSAGE:
+            return chat_send (outbox, to, cmd, U (0), S (1), U (2), U (3), S (4), U (5), S (6), S (7), S (8), U (9), U (10));
+        case CHAT_CMD_MESSAGE_FAILED:
+            return chat_send (outbox, to, cmd, U (0), S (1), U (2), S (3), S (4), U (5));
+        case CHAT_CMD_CLOSE_CONNECTION:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2));
+        case CHAT_CMD_TYPING:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2), U (3), U (4));
+        case CHAT_CMD_DELIVER_TYPING:
+            return chat_send (outbox, to, cmd, S (0), U (1), S (2), U (3));
+        case CHAT_CMD_LOAD_HISTORY:
+            return chat_send (outbox, to, cmd, U (0), U (1), U (2), U (3), U (4), S (5));
+        case CHAT_CMD_HISTORY_LOADED:
+            return chat_send (outbox, to, cmd, U (0), U (1), S (2), S (3), U (4));
+        case CHAT_CMD_SYNC:
+            return chat_send (outbox, to, cmd, U (0), U (1), U (2), U (3), S (4));
+        case CHAT_CMD_SYNCED:
+            return chat_send (outbox, to, cmd, U (0), S (1), S (2), U (3));
+        case CHAT_CMD_MARK_READ:
+            return chat_send (outbox, to, cmd, U (0), U (1), U (2), U (3));
+        case CHAT_CMD_MESSAGES_READ:
+            return chat_send (outbox, to, cmd, U (0), U (1), U (2));
+        case CHAT_CMD_DELIVER_READ:
+            return chat_send (outbox, to, cmd, S (0), U (1), U (2));
+        case CHAT_CMD_REQUEST_FAILED:
+            return chat_send (outbox, to, cmd, U (0), S (1), S (2), S (3));
+        case CHAT_CMD_STORAGE_STATUS:
+            return chat_send (outbox, to, cmd, U (0), U (1), U (2));
+        case CHAT_CMD_COUNT:
+            break;
+    }
+    fail_msg ("no sample for command %d", (int) cmd);
+    return -1;
+}
+
+//  Check a decoded message against the sample of its command
+static void
+s_check_sample (const chat_msg_t *m, chat_cmd_t cmd)
+{
+    char f [CHAT_MAX_FIELDS][64];
+    s_samples (cmd, f);
+    assert_int_equal (m->cmd, cmd);
+    const char *picture = chat_cmd_picture (cmd);
+    assert_int_equal (m->nfields, (int) strlen (picture));
+    for (int i = 0; picture [i]; i++) {
+        if (picture [i] == 'u') {
+            char text [32];
+            snprintf (text, sizeof text, "%" PRIu64, U (i));
+            assert_int_equal (m->u [i], U (i));
+            assert_string_equal (m->s [i], text);
+            assert_int_equal (m->len [i], strlen (text));
+        }
+        else {
+            assert_string_equal (m->s [i], f [i]);
+            assert_int_equal (m->len [i], strlen (f [i]));
+        }
+    }
+}
+
+//  Receive with a deadline; fails the test if nothing comes
+static int
+s_recv (zsock_t *inbox, chat_msg_t *m)
+{
+    zpoller_t *poller = zpoller_new (inbox, NULL);
+    void *which = zpoller_wait (poller, 2000);
+    zpoller_destroy (&poller);
+    if (!which)
+        fail_msg ("nothing received in 2 s");
+    return chat_msg_recv (inbox, m, false);
+}
+
+static int
+s_teardown (void **state)
+{
+    (void) state;
+    //  libzmq releases inproc endpoints on its reaper thread: give it a
+    //  moment before the next test binds them again
+    zclock_sleep (100);
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The command table itself
+
+static void
+test_table (void **state)
+{
+    (void) state;
+    for (int i = 0; i < CHAT_CMD_COUNT; i++) {
+        chat_cmd_t cmd = (chat_cmd_t) i;
+        const char *name = chat_cmd_name (cmd);
+        const char *picture = chat_cmd_picture (cmd);
+        //  Lookup finds each command by its name, and only by its name
+        assert_int_equal (chat_cmd_lookup (name, strlen (name)), cmd);
+        assert_int_equal (chat_cmd_lookup (name, strlen (name) - 1), CHAT_CMD_COUNT);
+        //  The picture has one known type per named field
+        assert_true (strlen (picture) >= 1);
+        assert_true (strlen (picture) <= CHAT_MAX_FIELDS);
+        assert_int_equal (strspn (picture, "uscxj"), strlen (picture));
+        int words = 0;
+        const char *p = chat_cmd_fields (cmd);
+        while (*p) {
+            p += strspn (p, " ");
+            if (*p) {
+                words++;
+                p += strcspn (p, " ");
+            }
+        }
+        if (words != (int) strlen (picture))
+            fail_msg ("%s: %d field names for picture %s", name, words, picture);
+        assert_non_null (chat_cmd_path (cmd));
+        //  No two commands share a name
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal (chat_cmd_name ((chat_cmd_t) j), name);
+    }
+    //  Lookup uses the length, not a terminating NUL
+    assert_int_equal (chat_cmd_lookup ("joinXYZ", 4), CHAT_CMD_JOIN);
+    assert_int_equal (chat_cmd_lookup ("JOIN", 4), CHAT_CMD_COUNT);
+    assert_int_equal (chat_cmd_lookup ("join ", 5), CHAT_CMD_COUNT);
+    assert_int_equal (chat_cmd_lookup ("", 0), CHAT_CMD_COUNT);
+    assert_int_equal (chat_cmd_lookup ("frobnicate", 10), CHAT_CMD_COUNT);
+
+    //  Actors: names, lookup and endpoints
+    for (int i = 0; i < CHAT_ACTOR_COUNT; i++) {
+        chat_actor_t actor = (chat_actor_t) i;
+        assert_int_equal (chat_actor_lookup (chat_actor_name (actor)), actor);
+        char endpoint [64], expected [64];
+        chat_actor_endpoint (actor, endpoint, sizeof endpoint);
+        snprintf (expected, sizeof expected, "inproc://chatd-%s", chat_actor_name (actor));
+        assert_string_equal (endpoint, expected);
+    }
+    assert_string_equal (chat_actor_name (CHAT_ACTOR_RATE_LIMITER), "rate-limiter");
+    assert_string_equal (chat_actor_name (CHAT_ACTOR_WS_FRONT), "ws-front");
+    assert_int_equal (chat_actor_lookup ("nobody"), CHAT_ACTOR_COUNT);
+    assert_int_equal (chat_actor_lookup (""), CHAT_ACTOR_COUNT);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Every command, there and back
+
+static void
+test_round_trip (void **state)
+{
+    (void) state;
+    zsock_t *inbox = chat_inbox_new (CHAT_ACTOR_PERSISTENCE);
+    assert_non_null (inbox);
+    chat_outbox_t *outbox = chat_outbox_new (CHAT_ACTOR_HUB, NULL);
+    assert_non_null (outbox);
+    chat_msg_t m;
+    chat_msg_init (&m);
+
+    //  Nothing waiting
+    assert_int_equal (chat_msg_recv (inbox, &m, true), 1);
+
+    //  One at a time
+    for (int i = 0; i < CHAT_CMD_COUNT; i++) {
+        assert_int_equal (s_send_sample (outbox, CHAT_ACTOR_PERSISTENCE, (chat_cmd_t) i), 0);
+        assert_int_equal (s_recv (inbox, &m), 0);
+        s_check_sample (&m, (chat_cmd_t) i);
+    }
+    //  All at once, read in order without blocking
+    for (int i = 0; i < CHAT_CMD_COUNT; i++)
+        assert_int_equal (s_send_sample (outbox, CHAT_ACTOR_PERSISTENCE, (chat_cmd_t) i), 0);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    s_check_sample (&m, (chat_cmd_t) 0);
+    for (int i = 1; i < CHAT_CMD_COUNT; i++) {
+        assert_int_equal (chat_msg_recv (inbox, &m, true), 0);
+        s_check_sample (&m, (chat_cmd_t) i);
+    }
+    assert_int_equal (chat_msg_recv (inbox, &m, true), 1);
+
+    //  The edges of numbers, empty strings and NULL
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_JOIN,
+                                 (uint64_t) 0, UINT64_MAX, ""), 0);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (m.cmd, CHAT_CMD_JOIN);
+    assert_int_equal (m.u [0], 0);
+    assert_true (m.u [1] == UINT64_MAX);
+    assert_string_equal (m.s [1], "18446744073709551615");
+    assert_string_equal (m.s [2], "");
+    assert_int_equal (m.len [2], 0);
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_SESSION_REVOKED,
+                                 NULL, "expired"), 0);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (m.cmd, CHAT_CMD_SESSION_REVOKED);
+    assert_string_equal (m.s [0], "");
+    assert_int_equal (m.len [0], 0);
+    assert_string_equal (m.s [1], "expired");
+
+    //  A big field (64 KiB of content) grows the receive buffer
+    size_t big = 65536;
+    char *content = (char *) malloc (big + 1);
+    memset (content, 'z', big);
+    content [big] = 0;
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_PRIVATE_MESSAGE,
+                                 (uint64_t) 1, (uint64_t) 2, "alice", (uint64_t) 3, "c-1", content), 0);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (m.len [5], big);
+    assert_memory_equal (m.s [5], content, big);
+    assert_int_equal (m.s [5][big], 0);
+    free (content);
+
+    chat_msg_release (&m);
+    chat_outbox_destroy (&outbox);
+    assert_null (outbox);
+    zsock_destroy (&inbox);
+}
+
+//  chat_sendn: explicit lengths, so fields may hold any bytes
+static void
+test_sendn (void **state)
+{
+    (void) state;
+    zsock_t *inbox = chat_inbox_new (CHAT_ACTOR_HUB);
+    assert_non_null (inbox);
+    chat_outbox_t *outbox = chat_outbox_new (CHAT_ACTOR_RATE_LIMITER, NULL);
+    chat_msg_t m;
+    chat_msg_init (&m);
+
+    const char content [] = "a\0b\0c";
+    const char *nickname = "alice-and-more";
+    assert_int_equal (chat_sendn (outbox, CHAT_ACTOR_HUB, CHAT_CMD_PRIVATE_MESSAGE,
+                                  (uint64_t) 7, (uint64_t) 8,
+                                  nickname, (size_t) 5,
+                                  (uint64_t) 9,
+                                  NULL, (size_t) 0,
+                                  content, sizeof content - 1), 0);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (m.cmd, CHAT_CMD_PRIVATE_MESSAGE);
+    assert_int_equal (m.u [0], 7);
+    assert_int_equal (m.u [1], 8);
+    assert_string_equal (m.s [2], "alice");
+    assert_int_equal (m.len [2], 5);
+    assert_int_equal (m.u [3], 9);
+    assert_int_equal (m.len [4], 0);
+    assert_string_equal (m.s [4], "");
+    assert_int_equal (m.len [5], sizeof content - 1);
+    assert_memory_equal (m.s [5], content, sizeof content - 1);
+
+    //  Fields received later do not disturb a smaller buffer's contents
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, (uint64_t) 42), 0);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (m.cmd, CHAT_CMD_LIST_USERS);
+    assert_int_equal (m.nfields, 1);
+    assert_int_equal (m.u [0], 42);
+
+    //  chat_msg_decode on a zmsg the caller keeps
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "user_online");
+    zmsg_addstr (msg, "5");
+    zmsg_addstr (msg, "bob");
+    assert_int_equal (chat_msg_decode (msg, &m), 0);
+    assert_int_equal (m.cmd, CHAT_CMD_USER_ONLINE);
+    assert_int_equal (m.u [0], 5);
+    assert_string_equal (m.s [1], "bob");
+    assert_int_equal (zmsg_size (msg), 3);
+    zmsg_destroy (&msg);
+
+    chat_msg_release (&m);
+    chat_outbox_destroy (&outbox);
+    zsock_destroy (&inbox);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Malformed messages are refused, whole, and the next one is read
+
+//  Push a raw message of the given frames (NULL-terminated)
+static void
+s_push_raw (zsock_t *push, ...)
+{
+    zmsg_t *msg = zmsg_new ();
+    va_list args;
+    va_start (args, push);
+    for (const char *frame = va_arg (args, const char *); frame; frame = va_arg (args, const char *))
+        zmsg_addstr (msg, frame);
+    va_end (args);
+    assert_int_equal (zmsg_send (&msg, push), 0);
+}
+
+static void
+test_malformed (void **state)
+{
+    (void) state;
+    zsock_t *inbox = chat_inbox_new (CHAT_ACTOR_PRESENCE);
+    assert_non_null (inbox);
+    zsock_t *push = zsock_new_push (">inproc://chatd-presence");
+    assert_non_null (push);
+    chat_outbox_t *outbox = chat_outbox_new (CHAT_ACTOR_HUB, NULL);
+    chat_msg_t m;
+    chat_msg_init (&m);
+
+    struct { const char *frames [7]; const char *why; } bad [] = {
+        { { "join", "1", "2", NULL }, "too few fields" },
+        { { "join", "1", "2", "bob", "extra", NULL }, "too many fields" },
+        { { "join", NULL }, "no fields" },
+        { { "join", "x", "2", "bob", NULL }, "non-numeric u" },
+        { { "join", "1", "2x", "bob", NULL }, "trailing junk in u" },
+        { { "join", "", "2", "bob", NULL }, "empty u" },
+        { { "join", "-1", "2", "bob", NULL }, "negative u" },
+        { { "join", " 1", "2", "bob", NULL }, "space in u" },
+        { { "join", "+1", "2", "bob", NULL }, "plus in u" },
+        { { "join", "18446744073709551616", "2", "bob", NULL }, "u above 2^64-1" },
+        { { "join", "123456789012345678901", "2", "bob", NULL }, "21 digits" },
+        { { "frobnicate", "1", NULL }, "unknown command" },
+        { { "JOIN", "1", "2", "bob", NULL }, "upper case command" },
+        { { "", "1", "2", "bob", NULL }, "empty command" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        zmsg_t *msg = zmsg_new ();
+        for (int j = 0; bad [i].frames [j]; j++)
+            zmsg_addstr (msg, bad [i].frames [j]);
+        assert_int_equal (zmsg_send (&msg, push), 0);
+        //  A good message right behind it
+        assert_int_equal (chat_send (outbox, CHAT_ACTOR_PRESENCE, CHAT_CMD_LEAVE,
+                                     (uint64_t) i + 1, (uint64_t) 77, "carol"), 0);
+        if (s_recv (inbox, &m) != -1)
+            fail_msg ("accepted: %s", bad [i].why);
+        //  The bad message was consumed whole: the next read is the good one
+        assert_int_equal (chat_msg_recv (inbox, &m, true), 0);
+        assert_int_equal (m.cmd, CHAT_CMD_LEAVE);
+        assert_int_equal (m.u [0], i + 1);
+        assert_int_equal (m.u [1], 77);
+        assert_string_equal (m.s [2], "carol");
+        assert_int_equal (chat_msg_recv (inbox, &m, true), 1);
+    }
+    //  The largest number is fine, leading zeros too
+    s_push_raw (push, "join", "18446744073709551615", "007", "bob", NULL);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_true (m.u [0] == UINT64_MAX);
+    assert_int_equal (m.u [1], 7);
+
+    chat_msg_release (&m);
+    chat_outbox_destroy (&outbox);
+    zsock_destroy (&push);
+    zsock_destroy (&inbox);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Connection id lists
+
+static void
+test_ids_next (void **state)
+{
+    (void) state;
+    struct { const char *list; uint64_t ids [8]; int count; } cases [] = {
+        { "", { 0 }, 0 },
+        { "42", { 42 }, 1 },
+        { "1,2,3", { 1, 2, 3 }, 3 },
+        { ",5,,6,", { 5, 6 }, 2 },
+        { "0", { 0 }, 1 },
+        { "18446744073709551615,1", { UINT64_MAX, 1 }, 2 },
+        { "7x,8", { 7 }, 1 },                 //  Stops at junk
+        { "x", { 0 }, 0 },
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases [0]; c++) {
+        const char *cursor = cases [c].list;
+        uint64_t id;
+        int count = 0;
+        while (chat_ids_next (&cursor, &id)) {
+            assert_true (count < cases [c].count);
+            assert_true (id == cases [c].ids [count]);
+            count++;
+        }
+        if (count != cases [c].count)
+            fail_msg ("\"%s\": %d ids, expected %d", cases [c].list, count, cases [c].count);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  The start-up handshake
+
+static void
+s_ready_actor (zsock_t *pipe, void *args)
+{
+    const char *error = (const char *) args;
+    zsock_signal (pipe, 0);
+    if (error && streq (error, "say nothing"))
+        return;                         //  Ends without a report
+    chat_actor_report (pipe, error);
+    if (error)
+        return;
+    while (true) {
+        char *command = zstr_recv (pipe);
+        bool term = !command || streq (command, "$TERM");
+        zstr_free (&command);
+        if (term)
+            break;
+    }
+}
+
+static void
+test_actor_started (void **state)
+{
+    (void) state;
+    char error [64] = "untouched";
+    zactor_t *actor = zactor_new (s_ready_actor, NULL);
+    assert_int_equal (chat_actor_started (actor, error, sizeof error), 0);
+    assert_string_equal (error, "untouched");
+    zactor_destroy (&actor);
+
+    actor = zactor_new (s_ready_actor, (void *) "cannot open /nowhere/chat.db: No such file");
+    assert_int_equal (chat_actor_started (actor, error, sizeof error), -1);
+    assert_string_equal (error, "cannot open /nowhere/chat.db: No such file");
+    zactor_destroy (&actor);
+
+    //  A small buffer gets the start of the reason
+    char small [8];
+    actor = zactor_new (s_ready_actor, (void *) "database is locked");
+    assert_int_equal (chat_actor_started (actor, small, sizeof small), -1);
+    assert_string_equal (small, "databas");
+    zactor_destroy (&actor);
+
+    //  No buffer at all
+    actor = zactor_new (s_ready_actor, (void *) "bad");
+    assert_int_equal (chat_actor_started (actor, NULL, 0), -1);
+    zactor_destroy (&actor);
+
+    //  An actor that ends without reporting has not started
+    actor = zactor_new (s_ready_actor, (void *) "say nothing");
+    assert_int_equal (chat_actor_started (actor, error, sizeof error), -1);
+    assert_string_equal (error, "actor did not start");
+    zactor_destroy (&actor);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The tap: every message sent is also published as [from, to, command,
+//  fields...] to CHAT_TAP_INPROC
+
+//  Receive one multipart message from the tap, or NULL after timeout_ms
+static zmsg_t *
+s_tap_recv (zsock_t *sub, int timeout_ms)
+{
+    zpoller_t *poller = zpoller_new (sub, NULL);
+    void *which = zpoller_wait (poller, timeout_ms);
+    zpoller_destroy (&poller);
+    return which ? zmsg_recv (sub) : NULL;
+}
+
+static void
+s_drain (zsock_t *sock)
+{
+    while (zsock_events (sock) & ZMQ_POLLIN) {
+        zmsg_t *msg = zmsg_recv (sock);
+        zmsg_destroy (&msg);
+    }
+}
+
+static void
+test_tap (void **state)
+{
+    (void) state;
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    assert_non_null (sub);
+    zsock_set_subscribe (sub, "");
+    assert_int_equal (zsock_bind (sub, "%s", CHAT_TAP_INPROC), 0);
+    zsock_t *inbox = chat_inbox_new (CHAT_ACTOR_HUB);
+    assert_non_null (inbox);
+    chat_outbox_t *tapped = chat_outbox_new (CHAT_ACTOR_WS_FRONT, "ipc:///tmp/chatd-tap-unused");
+    chat_outbox_t *silent = chat_outbox_new (CHAT_ACTOR_AUTH, "");
+    chat_outbox_t *silent2 = chat_outbox_new (CHAT_ACTOR_PRESENCE, NULL);
+    chat_msg_t m;
+    chat_msg_init (&m);
+
+    //  The subscription reaches the publisher asynchronously: send until
+    //  the tap sees something, then start from a clean slate
+    zmsg_t *msg = NULL;
+    for (int attempt = 0; attempt < 200 && !msg; attempt++) {
+        chat_send (tapped, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, (uint64_t) attempt);
+        msg = s_tap_recv (sub, 10);
+    }
+    assert_non_null (msg);
+    zmsg_destroy (&msg);
+    zclock_sleep (50);
+    s_drain (sub);
+    s_drain (inbox);
+
+    //  Every command is published exactly as sent, with sender and receiver
+    for (int i = 0; i < CHAT_CMD_COUNT; i++) {
+        chat_cmd_t cmd = (chat_cmd_t) i;
+        assert_int_equal (s_send_sample (tapped, CHAT_ACTOR_HUB, cmd), 0);
+        msg = s_tap_recv (sub, 2000);
+        assert_non_null (msg);
+        const char *picture = chat_cmd_picture (cmd);
+        assert_int_equal (zmsg_size (msg), strlen (picture) + 3);
+        char *from = zmsg_popstr (msg);
+        char *to = zmsg_popstr (msg);
+        assert_string_equal (from, "ws-front");
+        assert_string_equal (to, "hub");
+        zstr_free (&from);
+        zstr_free (&to);
+        //  The rest is the message itself, which decodes like the original
+        assert_int_equal (chat_msg_decode (msg, &m), 0);
+        s_check_sample (&m, cmd);
+        zmsg_destroy (&msg);
+        //  ... and the receiver got it too
+        assert_int_equal (s_recv (inbox, &m), 0);
+        s_check_sample (&m, cmd);
+    }
+
+    //  Outboxes without a tap publish nothing, but still deliver
+    assert_int_equal (chat_send (silent, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, (uint64_t) 1), 0);
+    assert_int_equal (chat_send (silent2, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, (uint64_t) 2), 0);
+    //  (from two sockets: in either order)
+    assert_int_equal (s_recv (inbox, &m), 0);
+    uint64_t first = m.u [0];
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (first + m.u [0], 3);
+    assert_true (first != m.u [0]);
+    msg = s_tap_recv (sub, 200);
+    assert_null (msg);
+
+    chat_msg_release (&m);
+    chat_outbox_destroy (&tapped);
+    chat_outbox_destroy (&silent);
+    chat_outbox_destroy (&silent2);
+    zsock_destroy (&inbox);
+    zsock_destroy (&sub);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_teardown (test_table, s_teardown),
+        cmocka_unit_test_teardown (test_round_trip, s_teardown),
+        cmocka_unit_test_teardown (test_sendn, s_teardown),
+        cmocka_unit_test_teardown (test_malformed, s_teardown),
+        cmocka_unit_test_teardown (test_ids_next, s_teardown),
+        cmocka_unit_test_teardown (test_actor_started, s_teardown),
+        cmocka_unit_test_teardown (test_tap, s_teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
