@@ -387,7 +387,7 @@ chat_auth_actor (zsock_t *pipe, void *config)
         s_self_destroy (&self);
         return;
     }
-    int ttl_ms = self->cfg.auth_session_ttl_s > 0? self->cfg.auth_session_ttl_s * 1000: AUTH_SWEEP_MAX_MS;
+    int64_t ttl_ms = self->cfg.auth_session_ttl_s > 0? (int64_t) self->cfg.auth_session_ttl_s * 1000: AUTH_SWEEP_MAX_MS;
     self->loop = zloop_new ();
     assert (self->loop);
     zloop_set_nonstop (self->loop, true);   //  chatd.c decides when we stop

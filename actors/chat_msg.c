@@ -116,7 +116,14 @@ chat_inbox_new (chat_actor_t actor)
     zsock_t *inbox = zsock_new (ZMQ_PULL);
     assert (inbox);
     s_unlimited (inbox);
-    if (zsock_bind (inbox, "%s", endpoint) != 0) {
+    //  libzmq releases an inproc address asynchronously: an actor started
+    //  again right after it stopped may find it taken for a moment
+    int rc = zsock_bind (inbox, "%s", endpoint);
+    for (int attempt = 0; rc != 0 && zmq_errno () == EADDRINUSE && attempt < 100; attempt++) {
+        zclock_sleep (10);
+        rc = zsock_bind (inbox, "%s", endpoint);
+    }
+    if (rc != 0) {
         zsys_error ("%s: cannot bind %s: %s", chat_actor_name (actor), endpoint, zmq_strerror (zmq_errno ()));
         zsock_destroy (&inbox);
     }

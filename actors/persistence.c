@@ -130,7 +130,7 @@ s_self_open (self_t *self, char *error, size_t size)
         return -1;
     self->inbox = chat_inbox_new (CHAT_ACTOR_PERSISTENCE);
     if (!self->inbox) {
-        snprintf (error, size, "persistence: cannot bind inproc://chatd-persistence");
+        snprintf (error, size, "cannot bind inproc://chatd-persistence");
         return -1;
     }
     return 0;
@@ -511,7 +511,8 @@ s_dispatch (self_t *self, chat_msg_t *m)
 
 //  Handle what is waiting: private messages join the batch (stored when it
 //  is full, when another command comes, or when nothing more is waiting);
-//  other commands are answered in order. Returns the number received.
+//  other commands are answered in order. Returns the number of commands
+//  received and decoded.
 static size_t
 s_drain (self_t *self)
 {
@@ -522,11 +523,13 @@ s_drain (self_t *self)
         int rc = chat_msg_recv (self->inbox, &slot->msg, true);
         if (rc == 1)
             break;                      //  Nothing more waiting
-        received++;
         if (rc != 0) {
+            if (zmq_errno () == ETERM)
+                break;                  //  Context terminated
             others++;
             continue;                   //  Malformed: logged and dropped
         }
+        received++;
         if (slot->msg.cmd == CHAT_CMD_PRIVATE_MESSAGE) {
             if (++self->pending == self->batch_max)
                 break;                  //  A full batch: store it now

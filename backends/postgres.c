@@ -459,36 +459,36 @@ s_exec (chat_backend_t *self, s_stmt_t stmt, const s_params_t *params, int *rc)
         //  Failed: the connection is gone, or the statement failed
         bool lost = PQstatus (self->conn) != CONNECTION_OK;
         const char *sqlstate = res? PQresultErrorField (res, PG_DIAG_SQLSTATE): NULL;
-        char line [512];
-        s_one_line (line, sizeof line, res? PQresultErrorMessage (res): PQerrorMessage (self->conn));
-        if (lost) {
-            if (!self->down)
-                zsys_warning ("postgres: connection lost (%s): %s", statement->name, line);
-            self->down = true;
-        }
-        PQclear (res);
-        if (self->in_tx)
-            self->tx_failed = true;
-        else
-        if (lost && statement->retry && attempt == 0)
-            continue;                   //  Once more, on a new connection
-
         if (!lost && sqlstate && streq (sqlstate, "23505"))
             *rc = CHAT_DB_CONFLICT;
         else
         if (!lost && sqlstate && streq (sqlstate, "23503"))
             *rc = CHAT_DB_NOT_FOUND;
+        char line [512];
+        s_one_line (line, sizeof line, res? PQresultErrorMessage (res): PQerrorMessage (self->conn));
+        PQclear (res);
+        if (lost) {
+            if (!self->down)
+                zsys_warning ("postgres: connection lost (%s): %s", statement->name, line);
+            self->down = true;
+        }
         else
-        if (!lost)
+        if (*rc == CHAT_DB_UNAVAILABLE)
             zsys_error ("postgres: %s failed: %s", statement->name, line);
+
+        if (self->in_tx)
+            self->tx_failed = true;     //  The server aborted it
+        else
+        if (lost && statement->retry && attempt == 0)
+            continue;                   //  Once more, on a new connection
         return NULL;
     }
 }
 
 
 //  --------------------------------------------------------------------------
-//  Apply the migrations this database lacks, in one transaction, one
-//  opener at a time. Returns 0, or -1 with the reason in error.
+//  Run SQL text (any number of statements) at open. Returns 0, or -1 with
+//  "PostgreSQL <what> failed: <reason>" in error.
 
 static int
 s_exec_simple (PGconn *conn, const char *sql, const char *what, char *error, size_t size)
@@ -505,6 +505,11 @@ s_exec_simple (PGconn *conn, const char *sql, const char *what, char *error, siz
     PQclear (res);
     return -1;
 }
+
+//  --------------------------------------------------------------------------
+//  Apply the migrations this database lacks, in one transaction, one
+//  opener at a time (the advisory lock). Returns 0, or -1 with the reason
+//  in error.
 
 static int
 s_migrate (PGconn *conn, char *error, size_t size)
@@ -858,7 +863,7 @@ s_commit (chat_backend_t *self)
         rc = CHAT_DB_UNAVAILABLE;
     }
     if (rc != CHAT_DB_OK)
-        zsys_warning ("postgres: commit failed: the batch is not stored");
+        zsys_warning ("postgres: commit failed: the whole batch fails");
     return rc;
 }
 

@@ -614,5 +614,8 @@ main (void)
         cmocka_unit_test_teardown (test_actor_started, s_teardown),
         cmocka_unit_test_teardown (test_tap, s_teardown),
     };
+    //  CHAT_TEST_FILTER=test_tap runs only the tests matching the pattern
+    if (getenv ("CHAT_TEST_FILTER"))
+        cmocka_set_test_filter (getenv ("CHAT_TEST_FILTER"));
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

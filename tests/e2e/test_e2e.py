@@ -346,12 +346,22 @@ class ApiTests (ServerCase):
         u = register (self.port)
         for raw in (b"nope", b"[]", b"", b'"x"'):
             self.assert_error (self.http ("POST", "/api/login", raw=raw), 400, "bad_json", raw)
+        wrong = []
         for body, code in (({"password": PASSWORD}, "invalid_nickname"),
                            ({"nickname": 5, "password": PASSWORD}, "invalid_nickname"),
                            ({"nickname": None, "password": PASSWORD}, "invalid_nickname"),
+                           ({"nickname": ["x"], "password": PASSWORD}, "invalid_nickname"),
                            ({"nickname": u.nickname}, "invalid_password"),
-                           ({"nickname": u.nickname, "password": 12345678}, "invalid_password")):
-            self.assert_error (self.http ("POST", "/api/login", body), 400, code, body)
+                           ({"nickname": u.nickname, "password": 12345678}, "invalid_password"),
+                           ({"nickname": u.nickname, "password": None}, "invalid_password")):
+            r = self.http ("POST", "/api/login", body)
+            if r.status != 400 or (r.json or {}).get ("error") != code:
+                wrong.append ("%s -> expected 400 %s, got %r" % (json.dumps (body), code, r))
+        if wrong:
+            self.fail ("\n".join (wrong))
+        #  a string of the wrong shape is just a failed login
+        r = self.http ("POST", "/api/login", {"nickname": "a b", "password": "x"})
+        self.assert_error (r, 401, "invalid_credentials", "malformed strings")
 
     def test_auth_required (self):
         forged = "A" * 43
@@ -556,7 +566,7 @@ class LoginThrottleTests (ServerCase):
         #  slowed after slow_after (2) failures (chatd: 250 ms, then 500 ms)
         self.assertGreater (took [2], 0.2, "3rd attempt not slowed: %r" % took)
         self.assertGreater (took [3], 0.4, "4th attempt not slowed: %r" % took)
-        self.assertLess (took [0], 0.2, "1st attempt slowed: %r" % took)
+        self.assertLess (took [0], took [2], "1st attempt slowed as much as the 3rd: %r" % took)
         r = self.attempt (x.nickname, "wrong password", "127.0.0.1")
         self.assert_error (r, 429, "rate_limited", "5th failed login")
         r = self.attempt (x.nickname, PASSWORD, "127.0.0.1")
@@ -1411,7 +1421,7 @@ class DefaultsTests (ServerCase):
             if f ["type"] == "message_failed":
                 self.assertEqual (f ["error"], "rate_limited", f)
         self.assertGreaterEqual (len (acked), 20, "burst 20: %d acknowledged" % len (acked))
-        self.assertLessEqual (len (acked), 22, "burst 20: %d acknowledged" % len (acked))
+        self.assertLessEqual (len (acked), 24, "burst 20: %d acknowledged" % len (acked))
         self.assertGreaterEqual (len (refused), 1)
 
 
@@ -1664,8 +1674,8 @@ class DurabilityTests (unittest.TestCase):
         b = register (srv.port)
         sent = {}           # client_id -> content
         acked = {}          # client_id -> message_id
-        per_round = 300
-        kill_after = [5, 40, 120, 250, 60]      # acks seen before the kill, per round
+        per_round = 500
+        kill_after = [5, 40, 150, 300, 100]     # acks seen before the kill, per round
 
         async def connect ():
             a.cookie = login (srv.port, a.nickname)
@@ -1822,13 +1832,19 @@ class PgOutageTests (unittest.TestCase):
             self.assertTrue (failed, "no storage_unavailable while PostgreSQL was down")
             for cid in list (acked):
                 self.assertEqual (cid, "pg-0", "acknowledged %s while the database was down" % cid)
+            if CONFIG ["verbose"]:
+                print ("    outage: %d sent, %d storage_unavailable, %d unanswered so far"
+                       % (i, len (failed), i - len (failed)))
             self.pg.start ()
             self.pg_stopped = False
+            t_restart = loop.time ()
             deadline = loop.time () + 60
             while self.healthz ().status != 200:
                 self.assertLess (loop.time (), deadline, "/healthz not 200 within 60 s of the restart")
                 await asyncio.sleep (0.2)   # polling health, as asked
             self.assertEqual (self.healthz ().json.get ("status"), "ok")
+            if CONFIG ["verbose"]:
+                print ("    outage: /healthz 200 again %.1f s after the restart" % (loop.time () - t_restart))
             ok = await wa.pm (b.user_id, "after the outage", "pg-after", timeout=20)
             self.assertEqual (ok ["type"], "message_delivered", ok)
             acked ["pg-after"] = ok ["message_id"]
