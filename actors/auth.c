@@ -253,10 +253,11 @@ s_handle_login (self_t *self, chat_msg_t *m)
             zsys_warning ("auth: a password matched the dummy hash");
         ok = false;
     }
+    //  rate-limiter hears the result before the client can try again
     if (!ok) {
-        s_respond_error (self, req_id, 401, "invalid_credentials", "wrong nickname or password");
         chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN_RESULT,
                    address, nickname, (uint64_t) 0);
+        s_respond_error (self, req_id, 401, "invalid_credentials", "wrong nickname or password");
         return;
     }
     //  The token goes only into the cookie; we keep its hash
@@ -279,6 +280,8 @@ s_handle_login (self_t *self, chat_msg_t *m)
     }
     else {
         //  ws-front learns the session before the client can use it
+        chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN_RESULT,
+                   address, nickname, (uint64_t) 1);
         s_announce_session (token_hash, user.id, user.nickname, expires, self);
         char cookie [256];
         snprintf (cookie, sizeof cookie, "session=%s; " AUTH_COOKIE_ATTRS "; Max-Age=%d",
@@ -287,8 +290,6 @@ s_handle_login (self_t *self, chat_msg_t *m)
                    json_pack ("{s:I,s:s}", "user_id", (json_int_t) user.id, "nickname", user.nickname),
                    cookie);
         sodium_memzero (cookie, sizeof cookie);
-        chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN_RESULT,
-                   address, nickname, (uint64_t) 1);
     }
     sodium_memzero (token_bin, sizeof token_bin);
     sodium_memzero (token, sizeof token);

@@ -576,8 +576,15 @@ s_api_login (self_t *self, http_req_t *req)
     size_t nick_len, pass_len;
     const char *nickname = s_member_string (body, "nickname", &nick_len);
     const char *password = s_member_string (body, "password", &pass_len);
-    chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN, req->id,
-                address, strlen (address), nickname, nick_len, password, pass_len);
+    //  A malformed request is no login attempt: it is not counted
+    if (!json_is_string (json_object_get (body, "nickname")))
+        s_req_error (req, 400, "invalid_nickname", "nickname must be a string");
+    else
+    if (!json_is_string (json_object_get (body, "password")))
+        s_req_error (req, 400, "invalid_password", "password must be a string");
+    else
+        chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN, req->id,
+                    address, strlen (address), nickname, nick_len, password, pass_len);
     json_decref (body);
 }
 

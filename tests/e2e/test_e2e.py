@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -1492,12 +1493,18 @@ class PingTests (ServerCase):
 
 class ConfigTests (unittest.TestCase):
 
+    def tmpdir (self):
+        d = tempfile.mkdtemp (prefix="chatd-e2e-cfg-")
+        if not CONFIG ["keep"]:
+            self.addCleanup (shutil.rmtree, d, True)
+        return d
+
     def run_chatd (self, args=(), env=None, cwd=None, timeout=15):
         """Start chatd expected to fail; (exit code, output)."""
         e = {k: v for k, v in os.environ.items () if not k.startswith ("CHAT_")}
         e.update (FAST_HASH)
         e.update (env or {})
-        d = cwd or tempfile.mkdtemp (prefix="chatd-e2e-cfg-")
+        d = cwd or self.tmpdir ()
         try:
             r = subprocess.run ([CONFIG ["chatd"]] + list (args), cwd=d, env=e, capture_output=True,
                                 timeout=timeout)
@@ -1518,7 +1525,7 @@ class ConfigTests (unittest.TestCase):
         self.assert_config_error ({"CHAT_LIMITS_MAX_MESSAGE_BYTES": "12kb"}, "limits", "max_message_bytes")
 
     def test_bad_ini_value_names_section_and_key (self):
-        d = tempfile.mkdtemp (prefix="chatd-e2e-cfg-")
+        d = self.tmpdir ()
         path = os.path.join (d, "bad.ini")
         with open (path, "w") as f:
             f.write ("[server]\nport = %d\n\n[rate_limit]\nmessages_per_second = fast\n" % free_port ())
@@ -1537,7 +1544,7 @@ class ConfigTests (unittest.TestCase):
         self.assertNotEqual (rc, 0, out)
 
     def test_config_file_and_env_override (self):
-        d = tempfile.mkdtemp (prefix="chatd-e2e-cfg-")
+        d = self.tmpdir ()
         file_port, env_port = free_port (), free_port ()
         db = os.path.join (d, "from-ini.db")
         path = os.path.join (d, "chatd.ini")
@@ -1589,7 +1596,7 @@ class ConfigTests (unittest.TestCase):
             self.skipTest ("port 8080 is in use here")
         finally:
             s.close ()
-        d = tempfile.mkdtemp (prefix="chatd-e2e-default-")
+        d = self.tmpdir ()
         e = {k: v for k, v in os.environ.items () if not k.startswith ("CHAT_")}
         e.update (FAST_HASH)
         log = open (os.path.join (d, "log"), "wb")
