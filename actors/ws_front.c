@@ -25,6 +25,7 @@
 #include "chat_config.h"
 #include "chat_idmap.h"
 #include "chat_msg.h"
+#include "chat_parse.h"
 #include "chat_wire.h"
 #include <libwebsockets.h>
 #include <sodium.h>
@@ -116,7 +117,6 @@ typedef struct {
     ws_conn_t *ws_list;                 //  Every WebSocket connection
     size_t ws_count;                    //  How many
     zhashx_t *sessions;                 //  session hash -> session_t
-    zlistx_t *origins;                  //  Allowed extra origins (strings)
     char *json;                         //  Scratch buffer for outgoing JSON
     size_t json_len, json_cap;          //  Its length and capacity
     //  Health and metrics
@@ -412,25 +412,19 @@ s_request_session (self_t *self, struct lws *wsi, char *hash_hex)
     return session;
 }
 
-//  An absent Origin is allowed; else it must be ours (http://Host) or listed
+//  Whether the request's Origin may act (see chat_origin_allowed)
 static bool
 s_origin_allowed (self_t *self, struct lws *wsi)
 {
-    char origin [256], host [256], own [300];
-    if (lws_hdr_total_length (wsi, WSI_TOKEN_ORIGIN) <= 0)
+    char origin [256], host [256] = "";
+    int origin_len = lws_hdr_total_length (wsi, WSI_TOKEN_ORIGIN);
+    if (origin_len <= 0)
         return true;
-    if (lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+    if (origin_len >= (int) sizeof origin || lws_hdr_copy (wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
         return false;
-    if (lws_hdr_copy (wsi, host, sizeof host, WSI_TOKEN_HOST) > 0) {
-        snprintf (own, sizeof own, "http://%s", host);
-        if (streq (origin, own))
-            return true;
-    }
-    for (const char *allowed = (const char *) zlistx_first (self->origins); allowed;
-         allowed = (const char *) zlistx_next (self->origins))
-        if (streq (origin, allowed))
-            return true;
-    return false;
+    if (lws_hdr_copy (wsi, host, sizeof host, WSI_TOKEN_HOST) < 0)
+        *host = 0;
+    return chat_origin_allowed (origin, host, self->cfg.http_allowed_origins);
 }
 
 
@@ -528,63 +522,27 @@ s_http_writeable (self_t *self, struct lws *wsi, pss_t *pss)
 //  --------------------------------------------------------------------------
 //  HTTP: the API
 
-//  Parse the body as a JSON object, or answer 400 bad_json
-static json_t *
-s_req_json_object (http_req_t *req)
+static void
+s_api_credentials (self_t *self, http_req_t *req, bool login)
 {
-    json_error_t error;
-    json_t *body = json_loadb ((const char *) req->body, req->body_len, JSON_ALLOW_NUL, &error);
-    if (!json_is_object (body)) {
-        json_decref (body);
-        s_req_error (req, 400, "bad_json", "the body must be a JSON object");
-        return NULL;
+    const char *nickname, *password, *error;
+    size_t nick_len, pass_len;
+    json_t *body = chat_credentials_parse ((const char *) req->body, req->body_len,
+                                           &nickname, &nick_len, &password, &pass_len, &error);
+    if (!body) {
+        s_req_error (req, 400, error, streq (error, "bad_json") ? "the body must be a JSON object"
+                                    : "nickname and password must be strings");
+        return;
     }
-    return body;
-}
-
-//  A string member, "" when missing or not a string
-static const char *
-s_member_string (json_t *object, const char *key, size_t *len)
-{
-    json_t *value = json_object_get (object, key);
-    *len = json_is_string (value) ? json_string_length (value) : 0;
-    return json_is_string (value) ? json_string_value (value) : "";
-}
-
-static void
-s_api_register (self_t *self, http_req_t *req)
-{
-    json_t *body = s_req_json_object (req);
-    if (!body)
-        return;
-    size_t nick_len, pass_len;
-    const char *nickname = s_member_string (body, "nickname", &nick_len);
-    const char *password = s_member_string (body, "password", &pass_len);
-    chat_sendn (self->outbox, CHAT_ACTOR_AUTH, CHAT_CMD_REGISTER, req->id,
-                nickname, nick_len, password, pass_len);
-    json_decref (body);
-}
-
-static void
-s_api_login (self_t *self, http_req_t *req)
-{
-    json_t *body = s_req_json_object (req);
-    if (!body)
-        return;
-    char address [128] = "";
-    lws_get_peer_simple (req->wsi, address, sizeof address);
-    size_t nick_len, pass_len;
-    const char *nickname = s_member_string (body, "nickname", &nick_len);
-    const char *password = s_member_string (body, "password", &pass_len);
-    //  A malformed request is no login attempt: it is not counted
-    if (!json_is_string (json_object_get (body, "nickname")))
-        s_req_error (req, 400, "invalid_nickname", "nickname must be a string");
-    else
-    if (!json_is_string (json_object_get (body, "password")))
-        s_req_error (req, 400, "invalid_password", "password must be a string");
-    else
+    if (login) {
+        char address [128] = "";
+        lws_get_peer_simple (req->wsi, address, sizeof address);
         chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_LOGIN, req->id,
                     address, strlen (address), nickname, nick_len, password, pass_len);
+    }
+    else
+        chat_sendn (self->outbox, CHAT_ACTOR_AUTH, CHAT_CMD_REGISTER, req->id,
+                    nickname, nick_len, password, pass_len);
     json_decref (body);
 }
 
@@ -669,11 +627,8 @@ s_http_dispatch (self_t *self, http_req_t *req)
         s_req_error (req, 403, "forbidden", "origin not allowed");
         return;
     }
-    if (streq (path, "/api/register"))
-        s_api_register (self, req);
-    else
-    if (streq (path, "/api/login"))
-        s_api_login (self, req);
+    if (streq (path, "/api/register") || streq (path, "/api/login"))
+        s_api_credentials (self, req, streq (path, "/api/login"));
     else
     if (streq (path, "/healthz"))
         s_api_healthz (self, req);
@@ -923,147 +878,48 @@ s_ws_writeable (ws_conn_t *conn)
 //  --------------------------------------------------------------------------
 //  WebSocket: client frames
 
-//  An id member: a JSON integer >= min. Returns 0 if present and valid,
-//  1 if absent (and not required), -1 if invalid.
-static int
-s_member_id (json_t *object, const char *key, int64_t min, uint64_t *value)
-{
-    json_t *member = json_object_get (object, key);
-    if (!member || json_is_null (member))
-        return 1;
-    if (!json_is_integer (member) || json_integer_value (member) < min)
-        return -1;
-    *value = (uint64_t) json_integer_value (member);
-    return 0;
-}
-
-//  request_id as given, serialized; "" when absent (caller frees)
-static char *
-s_request_id (json_t *object)
-{
-    json_t *member = json_object_get (object, "request_id");
-    return member ? json_dumps (member, JSON_ENCODE_ANY | JSON_COMPACT) : strdup ("");
-}
-
-static void
-s_ws_private_message (self_t *self, ws_conn_t *conn, json_t *frame)
-{
-    uint64_t to_user_id = 0;
-    json_t *content = json_object_get (frame, "content");
-    json_t *client_id = json_object_get (frame, "client_id");
-    if (json_is_null (client_id))
-        client_id = NULL;
-    if (s_member_id (frame, "to_user_id", 1, &to_user_id) != 0 || !json_is_string (content)
-    ||  (client_id && (!json_is_string (client_id) || json_string_length (client_id) > 64))) {
-        s_send_error (self, conn, "bad_request",
-                      "private_message needs to_user_id (integer), content (string), optional client_id (string, at most 64 bytes)",
-                      NULL, 0);
-        return;
-    }
-    const char *cid = client_id ? json_string_value (client_id) : "";
-    size_t cid_len = client_id ? json_string_length (client_id) : 0;
-    if (!chat_content_valid (json_string_value (content), json_string_length (content),
-                             (size_t) self->cfg.limits_max_message_bytes))
-        s_send_message_failed (self, conn, cid, cid_len, to_user_id, "invalid_content",
-                               "content must be 1 to max_message_bytes of UTF-8 text, not only white space, without control characters", 0);
-    else
-    if (to_user_id == conn->user_id)
-        s_send_message_failed (self, conn, cid, cid_len, to_user_id, "invalid_recipient",
-                               "you cannot send a message to yourself", 0);
-    else
-        chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_PRIVATE_MESSAGE,
-                    conn->id, conn->user_id, conn->nickname, strlen (conn->nickname), to_user_id,
-                    cid, cid_len, json_string_value (content), json_string_length (content));
-}
-
-static void
-s_ws_typing (self_t *self, ws_conn_t *conn, json_t *frame)
-{
-    uint64_t to_user_id = 0;
-    json_t *is_typing = json_object_get (frame, "is_typing");
-    if (s_member_id (frame, "to_user_id", 1, &to_user_id) != 0 || !json_is_boolean (is_typing))
-        s_send_error (self, conn, "bad_request", "typing needs to_user_id (integer) and is_typing (boolean)", NULL, 0);
-    else
-    if (to_user_id != conn->user_id)
-        chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_TYPING, conn->id, conn->user_id,
-                   conn->nickname, to_user_id, (uint64_t) json_is_true (is_typing));
-}
-
-//  load_history and sync share their checks on limit and the id bound
-static void
-s_ws_load_history (self_t *self, ws_conn_t *conn, json_t *frame)
-{
-    uint64_t with_user_id = 0, before_id = 0, limit = 50;
-    char *request_id = s_request_id (frame);
-    if (s_member_id (frame, "with_user_id", 1, &with_user_id) != 0
-    ||  s_member_id (frame, "before_id", 0, &before_id) < 0
-    ||  s_member_id (frame, "limit", 1, &limit) < 0)
-        s_send_error (self, conn, "bad_request",
-                      "load_history needs with_user_id (integer), optional before_id (integer >= 0), limit (integer >= 1)",
-                      request_id, strlen (request_id));
-    else
-        chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_LOAD_HISTORY, conn->id, conn->user_id,
-                   with_user_id, before_id, limit > 100 ? 100 : limit, request_id);
-    free (request_id);
-}
-
-static void
-s_ws_sync (self_t *self, ws_conn_t *conn, json_t *frame)
-{
-    uint64_t after_id = 0, limit = 500;
-    char *request_id = s_request_id (frame);
-    if (s_member_id (frame, "after_id", 0, &after_id) < 0
-    ||  s_member_id (frame, "limit", 1, &limit) < 0)
-        s_send_error (self, conn, "bad_request",
-                      "sync takes optional after_id (integer >= 0) and limit (integer >= 1)",
-                      request_id, strlen (request_id));
-    else
-        chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_SYNC, conn->id, conn->user_id,
-                   after_id, limit > 1000 ? 1000 : limit, request_id);
-    free (request_id);
-}
-
-static void
-s_ws_mark_read (self_t *self, ws_conn_t *conn, json_t *frame)
-{
-    uint64_t with_user_id = 0, up_to_id = 0;
-    if (s_member_id (frame, "with_user_id", 1, &with_user_id) != 0
-    ||  s_member_id (frame, "up_to_id", 0, &up_to_id) != 0)
-        s_send_error (self, conn, "bad_request", "mark_read needs with_user_id and up_to_id (integers)", NULL, 0);
-    else
-        chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_MARK_READ, conn->id, conn->user_id,
-                   with_user_id, up_to_id);
-}
-
-//  One complete text message from a client
+//  One complete text message from a client: parse, then answer or send on
 static void
 s_ws_message (self_t *self, ws_conn_t *conn, const unsigned char *data, size_t len)
 {
     self->frames_received++;
-    json_error_t error;
-    json_t *frame = json_loadb ((const char *) data, len, JSON_ALLOW_NUL, &error);
-    json_t *type = json_object_get (frame, "type");
-    const char *name = json_is_string (type) ? json_string_value (type) : "";
-    if (!json_is_object (frame))
-        s_send_error (self, conn, "bad_json", "each frame must be one JSON object", NULL, 0);
-    else
-    if (streq (name, "private_message"))
-        s_ws_private_message (self, conn, frame);
-    else
-    if (streq (name, "typing"))
-        s_ws_typing (self, conn, frame);
-    else
-    if (streq (name, "load_history"))
-        s_ws_load_history (self, conn, frame);
-    else
-    if (streq (name, "sync"))
-        s_ws_sync (self, conn, frame);
-    else
-    if (streq (name, "mark_read"))
-        s_ws_mark_read (self, conn, frame);
-    else
-        s_send_error (self, conn, "unknown_type", "unknown or missing type", NULL, 0);
-    json_decref (frame);
+    chat_frame_t frame;
+    chat_frame_parse ((const char *) data, len, conn->user_id,
+                      (size_t) self->cfg.limits_max_message_bytes, &frame);
+    const char *nickname = conn->nickname;
+    switch (frame.kind) {
+        case CHAT_FRAME_PRIVATE_MESSAGE:
+            chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_PRIVATE_MESSAGE,
+                        conn->id, conn->user_id, nickname, strlen (nickname), frame.to_user_id,
+                        frame.client_id, frame.client_id_len, frame.content, frame.content_len);
+            break;
+        case CHAT_FRAME_TYPING:
+            chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_TYPING, conn->id,
+                       conn->user_id, nickname, frame.to_user_id, (uint64_t) frame.is_typing);
+            break;
+        case CHAT_FRAME_LOAD_HISTORY:
+            chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_LOAD_HISTORY, conn->id,
+                       conn->user_id, frame.with_user_id, frame.before_id, frame.limit, frame.request_id);
+            break;
+        case CHAT_FRAME_SYNC:
+            chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_SYNC, conn->id,
+                       conn->user_id, frame.after_id, frame.limit, frame.request_id);
+            break;
+        case CHAT_FRAME_MARK_READ:
+            chat_send (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_MARK_READ, conn->id,
+                       conn->user_id, frame.with_user_id, frame.up_to_id);
+            break;
+        case CHAT_FRAME_ERROR:
+            s_send_error (self, conn, frame.error, frame.message, frame.request_id, strlen (frame.request_id));
+            break;
+        case CHAT_FRAME_MESSAGE_FAILED:
+            s_send_message_failed (self, conn, frame.client_id, frame.client_id_len, frame.to_user_id,
+                                   frame.error, frame.message, 0);
+            break;
+        case CHAT_FRAME_IGNORE:
+            break;
+    }
+    chat_frame_release (&frame);
 }
 
 //  LWS_CALLBACK_RECEIVE: reassemble fragments, enforce the frame limits
@@ -1459,7 +1315,6 @@ s_self_destroy (self_t **self_p)
         chat_idmap_release (&self->conns);
         chat_idmap_release (&self->user_conns);
         zhashx_destroy (&self->sessions);
-        zlistx_destroy (&self->origins);
         chat_outbox_destroy (&self->outbox);
         zsock_destroy (&self->inbox);
         chat_msg_release (&self->msg);
@@ -1482,14 +1337,6 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
     chat_idmap_init (&self->user_conns);
     self->sessions = zhashx_new ();
     zhashx_set_destructor (self->sessions, s_session_destroy);
-    self->origins = zlistx_new ();
-    zlistx_set_destructor (self->origins, (czmq_destructor *) zstr_free);
-    zlistx_set_duplicator (self->origins, (czmq_duplicator *) strdup);
-    char origins [sizeof cfg->http_allowed_origins];
-    snprintf (origins, sizeof origins, "%s", cfg->http_allowed_origins);
-    char *save = NULL;
-    for (char *token = strtok_r (origins, " \t", &save); token; token = strtok_r (NULL, " \t", &save))
-        zlistx_add_end (self->origins, token);
     self->storage_up = true;
     self->inbox = chat_inbox_new (CHAT_ACTOR_WS_FRONT);
     self->outbox = chat_outbox_new (CHAT_ACTOR_WS_FRONT, cfg->server_tap);
