@@ -1353,28 +1353,48 @@ class RateLimitTests (ServerCase):
         self.assertEqual ([m ["message_id"] for m in stored], [x ["message_id"] for x in acks])
         self.assertNotIn ("one too many", [m ["content"] for m in stored])
 
+    def flood (self, cookie, to, n):
+        """Pipeline n private messages over a raw socket (python-websockets
+        drops what it had not read yet once a write fails, and a flooding
+        client does write into the closed connection), then read every
+        answer: (answers, close code or None)."""
+        raw = RawWS (self.port, cookie)
+        self.assertEqual (raw.status, 101)
+        for i in range (n):
+            cid = "flood-%d" % i
+            try:
+                raw.send_frame (0x1, json.dumps ({"type": "private_message", "to_user_id": to,
+                                                  "content": cid, "client_id": cid}).encode ())
+            except OSError:
+                break           #  the server closed the connection: expected
+        answers, code = [], None
+        try:
+            while True:
+                op, payload = raw.read_frame (10)
+                if op == 0x8:
+                    code = int.from_bytes (payload [:2], "big") if len (payload) >= 2 else 1005
+                    break
+                if op == 0x1:
+                    answers.append (json.loads (payload))
+        except (EOFError, OSError):
+            pass
+        finally:
+            raw.close ()
+        return answers, code
+
     @atest ()
     async def test_close_1008_after_repeated_refusals (self):
         a, b = self.user (), self.user ()
-        wa = await self.connect (a)
-        sent = []
-        try:
-            for i in range (15):
-                cid = "flood-%d" % i
-                sent.append (cid)
-                await wa.send ({"type": "private_message", "to_user_id": b.user_id, "content": cid,
-                                "client_id": cid})
-        except Exception:
-            pass
-        code = await wa.expect_close (10)
-        self.assertEqual (code, 1008, "frames before close: %r" % wa.buf)
-        acked = [f ["client_id"] for f in wa.buf if f ["type"] == "message_delivered"]
-        refused = [f ["client_id"] for f in wa.buf if f ["type"] == "message_failed"]
-        self.assertTrue (refused, "closed without a rate_limited answer first: %r" % wa.buf)
-        for f in wa.buf:
+        answers, code = await asyncio.to_thread (self.flood, a.cookie, b.user_id, 15)
+        self.assertEqual (answers [:1] and answers [0].get ("type"), "online_users", answers [:1])
+        self.assertEqual (code, 1008, "no close frame 1008; frames: %r" % answers)
+        acked = [f ["client_id"] for f in answers if f ["type"] == "message_delivered"]
+        refused = [f ["client_id"] for f in answers if f ["type"] == "message_failed"]
+        self.assertTrue (refused, "closed without a rate_limited answer first: %r" % answers)
+        for f in answers:
             if f ["type"] == "message_failed":
                 self.assertEqual (f ["error"], "rate_limited", f)
-        self.assertLessEqual (len (acked), 4, wa.buf)
+        self.assertLessEqual (len (acked), 4, answers)
         #  not banned: a new connection may send once the bucket refilled
         wa2 = await self.connect (a, "again")
         await asyncio.sleep (1.1)   # the refill is the event
@@ -1934,9 +1954,10 @@ def main ():
         print ("0 passed, 1 failed")
         return 1
     if args.backend == "postgres" and not pg_conninfo ():
-        print ("--backend postgres needs CHAT_TEST_PG_CONNINFO", file=sys.stderr)
-        print ("0 passed, 1 failed")
-        return 1
+        #  77: ctest's usual SKIP_RETURN_CODE
+        print ("--backend postgres needs CHAT_TEST_PG_CONNINFO (run under tests/with-postgres.sh)", file=sys.stderr)
+        print ("0 passed, 0 failed, 1 skipped")
+        return 77
     suite = filtered (unittest.defaultTestLoader.loadTestsFromModule (sys.modules [__name__]), args.k)
     t0 = time.monotonic ()
     runner = unittest.TextTestRunner (verbosity=2, resultclass=Result, stream=sys.stdout)
