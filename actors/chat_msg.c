@@ -168,6 +168,8 @@ chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
 {
     assert (msg);
     assert (m);
+    m->cmd = CHAT_CMD_COUNT;
+    m->nfields = 0;
     zframe_t *frame = zmsg_first (msg);
     if (!frame)
         return -1;
@@ -429,8 +431,12 @@ chat_ids_next (const char **cursor, uint64_t *id)
     if (*p < '0' || *p > '9')
         return false;
     uint64_t v = 0;
-    while (*p >= '0' && *p <= '9')
-        v = v * 10 + (uint64_t) (*p++ - '0');
+    while (*p >= '0' && *p <= '9') {
+        uint64_t digit = (uint64_t) (*p++ - '0');
+        if (v > (UINT64_MAX - digit) / 10)
+            return false;
+        v = v * 10 + digit;
+    }
     *id = v;
     *cursor = p;
     return true;

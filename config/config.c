@@ -6,6 +6,8 @@
     INI file (read with inih), the CHAT_<SECTION>_<KEY> environment overrides
     and validation are all driven by that table; there is no per-key code.
     Talks to no actor: main calls chat_config_load once and copies the struct.
+    chat_config_load_string reads INI text from memory through the same
+    reader, for tests and the fuzz harness (tests/fuzz/fuzz_config.c).
     =========================================================================
 */
 
@@ -309,12 +311,15 @@ chat_config_set (chat_config_t *cfg, const char *section, const char *key,
 
 
 //  --------------------------------------------------------------------------
-//  Reading the INI file. inih reads lines with our reader so that we know
-//  which line each key is on, and can refuse a line too long for inih's
-//  line buffer rather than have it split in two.
+//  Reading INI text, from a file or from memory. inih reads lines with our
+//  reader so that we know which line each key is on, and can refuse a line
+//  too long for inih's line buffer rather than have it split in two, and
+//  lets keys be indented. Both
+//  sources go through the same reader and the same error reporting.
 
 typedef struct {
-    FILE *file;                         //  The open config file
+    FILE *file;                         //  The open config file, or NULL
+    const char *text;                   //  Else the rest of the INI text
     chat_config_t *cfg;                 //  Being filled
     int lineno;                         //  Lines handed to inih so far
     char *line;                         //  getline buffer
@@ -326,20 +331,46 @@ typedef struct {
     char error [256];                   //  Its error
 } s_reader_t;
 
+//  The next line with its line end, from the file or the text: points
+//  *line at it and returns its length, or -1 at the end or on a read error
+static ssize_t
+s_reader_next (s_reader_t *self, const char **line)
+{
+    if (self->file) {
+        errno = 0;
+        ssize_t len = getline (&self->line, &self->line_cap, self->file);
+        if (len < 0 && ferror (self->file))
+            self->read_errno = errno ? errno : EIO;
+        *line = self->line;
+        return len;
+    }
+    if (*self->text == 0)
+        return -1;
+    size_t len = strcspn (self->text, "\n");
+    if (self->text [len] == '\n')
+        len++;
+    *line = self->text;
+    self->text += len;
+    return (ssize_t) len;
+}
+
 static char *
 s_reader_gets (char *str, int num, void *stream)
 {
     s_reader_t *self = (s_reader_t *) stream;
-    errno = 0;
-    ssize_t len = getline (&self->line, &self->line_cap, self->file);
-    if (len < 0) {
-        if (ferror (self->file))
-            self->read_errno = errno ? errno : EIO;
+    const char *line;
+    ssize_t len = s_reader_next (self, &line);
+    if (len < 0)
         return NULL;
-    }
     self->lineno++;
+    //  Drop leading white space: inih would take an indented line for the
+    //  continuation of the previous value, and silently change that value
+    while (len > 0 && (*line == ' ' || *line == '\t')) {
+        line++;
+        len--;
+    }
     size_t text = (size_t) len;
-    while (text > 0 && (self->line [text - 1] == '\n' || self->line [text - 1] == '\r'))
+    while (text > 0 && (line [text - 1] == '\n' || line [text - 1] == '\r'))
         text--;
     //  inih needs room for the text, "\r\n" and the NUL
     if (num < 4 || text + 3 > (size_t) num) {
@@ -351,8 +382,11 @@ s_reader_gets (char *str, int num, void *stream)
         str [1] = 0;
         return str;
     }
-    memcpy (str, self->line, (size_t) len);
-    str [len] = 0;
+    //  The text and one line feed: however many CRs the line ended with,
+    //  it fits
+    memcpy (str, line, text);
+    str [text] = '\n';
+    str [text + 1] = 0;
     return str;
 }
 
@@ -370,6 +404,35 @@ s_ini_handler (void *user, const char *section, const char *name, const char *va
     return 1;
 }
 
+//  Parse the reader's source into cfg. source names it in errors:
+//  "config file <path>" or "config text".
+static int
+s_load_reader (s_reader_t *reader, const char *source, char *error, size_t size)
+{
+    int rc = ini_parse_stream (s_reader_gets, reader, s_ini_handler, reader);
+    int result = -1;
+    if (reader->read_errno)
+        snprintf (error, size, "cannot read %s: %s", source, strerror (reader->read_errno));
+    else
+    if (rc > 0 && (!reader->too_long_line || rc < reader->too_long_line)) {
+        if (rc == reader->error_line)
+            snprintf (error, size, "%s line %d: %s", source, rc, reader->error);
+        else
+            snprintf (error, size, "%s line %d: syntax error", source, rc);
+    }
+    else
+    if (reader->too_long_line)
+        snprintf (error, size, "%s line %d: line longer than %d bytes "
+                  "(set long values with CHAT_<SECTION>_<KEY> instead)",
+                  source, reader->too_long_line, reader->too_long_max);
+    else
+    if (rc < 0)
+        snprintf (error, size, "cannot read %s: out of memory", source);
+    else
+        result = 0;
+    return result;
+}
+
 static int
 s_load_file (chat_config_t *cfg, const char *path, char *error, size_t size)
 {
@@ -379,27 +442,16 @@ s_load_file (chat_config_t *cfg, const char *path, char *error, size_t size)
         snprintf (error, size, "cannot read config file %s: %s", path, strerror (errno));
         return -1;
     }
-    int rc = ini_parse_stream (s_reader_gets, &reader, s_ini_handler, &reader);
+    size_t source_size = strlen (path) + sizeof "config file ";
+    char *source = (char *) malloc (source_size);
     int result = -1;
-    if (reader.read_errno)
-        snprintf (error, size, "cannot read config file %s: %s", path, strerror (reader.read_errno));
-    else
-    if (rc > 0 && (!reader.too_long_line || rc < reader.too_long_line)) {
-        if (rc == reader.error_line)
-            snprintf (error, size, "config file %s line %d: %s", path, rc, reader.error);
-        else
-            snprintf (error, size, "config file %s line %d: syntax error", path, rc);
+    if (source) {
+        snprintf (source, source_size, "config file %s", path);
+        result = s_load_reader (&reader, source, error, size);
     }
     else
-    if (reader.too_long_line)
-        snprintf (error, size, "config file %s line %d: line longer than %d bytes "
-                  "(set long values with CHAT_<SECTION>_<KEY> instead)",
-                  path, reader.too_long_line, reader.too_long_max);
-    else
-    if (rc < 0)
         snprintf (error, size, "cannot read config file %s: out of memory", path);
-    else
-        result = 0;
+    free (source);
     free (reader.line);
     fclose (reader.file);
     return result;
@@ -429,6 +481,21 @@ s_load_env (chat_config_t *cfg, char *error, size_t size)
 
 
 //  --------------------------------------------------------------------------
+//  Rules that involve more than one key, checked once everything is read
+
+static int
+s_check (const chat_config_t *cfg, char *error, size_t size)
+{
+    if (strcmp (cfg->storage_backend, "postgres") == 0 && cfg->postgres_conninfo [0] == 0) {
+        s_error (error, size, "postgres", "conninfo", NULL,
+                 "must be set when [storage] backend is postgres");
+        return -1;
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Defaults, then the INI file at path (if any), then the environment.
 
 int
@@ -446,11 +513,27 @@ chat_config_load (chat_config_t *cfg, const char *path, char *error, size_t size
         return -1;
     if (s_load_env (cfg, error, size) != 0)
         return -1;
-    //  Rules that involve more than one key
-    if (strcmp (cfg->storage_backend, "postgres") == 0 && cfg->postgres_conninfo [0] == 0) {
-        s_error (error, size, "postgres", "conninfo", NULL,
-                 "must be set when [storage] backend is postgres");
-        return -1;
+    return s_check (cfg, error, size);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Defaults, then the INI text; no environment (for tests and fuzzing).
+
+int
+chat_config_load_string (chat_config_t *cfg, const char *text, char *error, size_t size)
+{
+    assert (cfg);
+    assert (text);
+    char scratch [1];
+    if (!error || !size) {
+        error = scratch;
+        size = sizeof scratch;
     }
-    return 0;
+    error [0] = 0;
+    chat_config_defaults (cfg);
+    s_reader_t reader = { .cfg = cfg, .text = text };
+    if (s_load_reader (&reader, "config text", error, size) != 0)
+        return -1;
+    return s_check (cfg, error, size);
 }

@@ -78,6 +78,12 @@ void chat_config_defaults (chat_config_t *cfg);
 //  the section and key into error.
 int chat_config_load (chat_config_t *cfg, const char *path, char *error, size_t size);
 
+//  Like chat_config_load, but from INI text in memory (NUL-terminated)
+//  instead of a file, and WITHOUT the CHAT_* environment overrides: the
+//  result depends on text alone (for tests and fuzzing). Errors name the
+//  source "config text", e.g. "config text line 3: [server] port: ...".
+int chat_config_load_string (chat_config_t *cfg, const char *text, char *error, size_t size);
+
 //  Apply one key (used by the loader and by tests). Returns -1 and writes
 //  the one-line error for an unknown section/key or a bad value.
 int chat_config_set (chat_config_t *cfg, const char *section, const char *key,

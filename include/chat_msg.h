@@ -174,7 +174,9 @@ zsock_t *chat_outbox_socket (chat_outbox_t *self, chat_actor_t to);
 
 //  --- Start-up handshake --------------------------------------------------
 //  Every actor, after zsock_signal (pipe, 0), sends one more message on its
-//  pipe: "READY" or "FAILED <one-line reason>". chat_actor_started() reads
+//  pipe: "READY" or "FAILED <one-line reason>", always, before it returns
+//  (an actor that returned without reporting would leave the caller's
+//  zactor_destroy waiting for a signal chat_actor_started consumed). chat_actor_started() reads
 //  it on the caller's side; returns 0 if ready, else -1 and copies the reason.
 int chat_actor_report (zsock_t *pipe, const char *error);   //  NULL = ready
 int chat_actor_started (zactor_t *actor, char *error, size_t size);

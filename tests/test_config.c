@@ -496,6 +496,20 @@ test_file_errors (void **state)
               "(set long values with CHAT_<SECTION>_<KEY> instead)", f->path);
     s_load_fails (f, text, expected);
     free (text);
+    //  Indented keys are keys, not the continuation of the previous value
+    s_load_ok (f, "[server]\n  bind = 10.1.1.1\n\tport = 8124\n  ; comment\n  [limits]\n"
+                  "    max_connections = 7\n");
+    assert_string_equal (f->cfg.server_bind, "10.1.1.1");
+    assert_int_equal (f->cfg.server_port, 8124);
+    assert_int_equal (f->cfg.limits_max_connections, 7);
+    //  Stray carriage returns at the end of a line of the longest length
+    char *longest = (char *) malloc (400);
+    n = snprintf (longest, 400, "[sqlite]\npath = /");
+    memset (longest + n, 'p', 197 - (n - 9));
+    strcpy (longest + 9 + 197, "\r\r\r\n");
+    s_load_ok (f, longest);
+    assert_int_equal (strlen (f->cfg.sqlite_path), 197 - strlen ("path = "));
+    free (longest);
     //  Windows line endings are fine
     s_load_ok (f, "[server]\r\nport = 8123\r\n");
     assert_int_equal (f->cfg.server_port, 8123);
@@ -543,6 +557,147 @@ test_unreadable_file (void **state)
     }
 }
 
+
+//  --------------------------------------------------------------------------
+//  chat_config_load_string: the same reader over text in memory, without
+//  the environment (used by the fuzz harness tests/fuzz/fuzz_config.c)
+
+//  Load text; expect failure with exactly `expected`
+static void
+s_string_fails (fixture_t *f, const char *text, const char *expected)
+{
+    f->error [0] = 0;
+    assert_int_equal (chat_config_load_string (&f->cfg, text, f->error, sizeof f->error), -1);
+    s_assert_error (f, expected);
+}
+
+static void
+s_string_ok (fixture_t *f, const char *text)
+{
+    f->error [0] = 0;
+    if (chat_config_load_string (&f->cfg, text, f->error, sizeof f->error) != 0)
+        fail_msg ("load_string failed: %s", f->error);
+    assert_string_equal (f->error, "");
+}
+
+static void
+test_load_string (void **state)
+{
+    fixture_t *f = (fixture_t *) *state;
+    //  The same text gives the same struct from a file and from memory
+    const char *text =
+        "; comment\n"
+        "[server]\n"
+        "bind = \"::1\"\n"
+        "port = 9001 ; inline comment\n"
+        "log_level = DEBUG\n"
+        "[storage]\n"
+        "backend = postgres\n"
+        "[postgres]\n"
+        "conninfo = dbname=chat host=/tmp\n"
+        "[rate_limit]\n"
+        "messages_per_second = 2.5\n"
+        "[http]\n"
+        "allowed_origins = http://a.com https://b.org\n";
+    s_load_ok (f, text);
+    chat_config_t from_file = f->cfg;
+    s_string_ok (f, text);
+    assert_memory_equal (&f->cfg, &from_file, sizeof from_file);
+    assert_int_equal (f->cfg.server_port, 9001);
+    assert_string_equal (f->cfg.server_bind, "::1");
+    assert_string_equal (f->cfg.server_log_level, "debug");
+    assert_string_equal (f->cfg.storage_backend, "postgres");
+    assert_string_equal (f->cfg.http_allowed_origins, "http://a.com https://b.org");
+
+    //  The example file read into memory gives the defaults
+    char source [1024], path [1100];
+    snprintf (source, sizeof source, "%s", __FILE__);
+    snprintf (path, sizeof path, "%s/../config/chatd.ini", dirname (source));
+    FILE *file = fopen (path, "r");
+    assert_non_null (file);
+    char *example = (char *) calloc (1, 65536);
+    assert_non_null (example);
+    size_t n = fread (example, 1, 65535, file);
+    fclose (file);
+    assert_true (n > 0 && n < 65535);
+    s_string_ok (f, example);
+    free (example);
+    chat_config_t defaults;
+    chat_config_defaults (&defaults);
+    assert_memory_equal (&f->cfg, &defaults, sizeof defaults);
+
+    //  Empty text, no final newline, Windows line endings
+    s_string_ok (f, "");
+    assert_memory_equal (&f->cfg, &defaults, sizeof defaults);
+    s_string_ok (f, "[server]\nport = 8124");
+    assert_int_equal (f->cfg.server_port, 8124);
+    s_string_ok (f, "[server]\r\nport = 8125\r\n");
+    assert_int_equal (f->cfg.server_port, 8125);
+    //  Each load starts from the defaults
+    s_string_ok (f, "[limits]\nmax_message_bytes = 10\n");
+    assert_int_equal (f->cfg.server_port, 8080);
+    assert_int_equal (f->cfg.limits_max_message_bytes, 10);
+
+    //  The environment is not read
+    setenv ("CHAT_SERVER_PORT", "9999", 1);
+    setenv ("CHAT_SERVER_BIND", "", 1);        //  Would be an error
+    s_string_ok (f, "[server]\nlog_level = error\n");
+    assert_int_equal (f->cfg.server_port, 8080);
+    assert_string_equal (f->cfg.server_bind, "127.0.0.1");
+    unsetenv ("CHAT_SERVER_PORT");
+    unsetenv ("CHAT_SERVER_BIND");
+}
+
+static void
+test_load_string_errors (void **state)
+{
+    fixture_t *f = (fixture_t *) *state;
+    s_string_fails (f, "[server]\nbind = ::1\nport = abc\n",
+                    "config text line 3: [server] port: \"abc\" is not an integer");
+    s_string_fails (f, "[server]\nport = 0\n",
+                    "config text line 2: [server] port: \"0\" is not between 1 and 65535");
+    s_string_fails (f, "[server]\nport = 65536\n",
+                    "config text line 2: [server] port: \"65536\" is not between 1 and 65535");
+    s_string_fails (f, "[server]\n\n[database]\npath = x\n",
+                    "config text line 4: [database] path: unknown section");
+    s_string_fails (f, "port = 80\n", "config text line 1: [] port: unknown section");
+    s_string_fails (f, "[storage]\nbackend = mysql\n",
+                    "config text line 2: [storage] backend: \"mysql\" is not one of sqlite, postgres");
+    s_string_fails (f, "[server]\njust some words\nport = 80\n", "config text line 2: syntax error");
+    s_string_fails (f, "[server]\r\n[limits\r\n", "config text line 2: syntax error");
+    s_string_fails (f, "[server]\nport = abc\noops\n",
+                    "config text line 2: [server] port: \"abc\" is not an integer");
+    //  Cross-key rule
+    s_string_fails (f, "[storage]\nbackend = postgres\n",
+                    "[postgres] conninfo: must be set when [storage] backend is postgres");
+    //  A line too long for inih is refused, not split in two
+    char *text = (char *) malloc (2000);
+    assert_non_null (text);
+    int n = snprintf (text, 2000, "[sqlite]\npath = /");
+    memset (text + n, 'p', 500);
+    strcpy (text + n + 500, "\n[server]\nport = 81\n");
+    s_string_fails (f, text, "config text line 2: line longer than 197 bytes "
+                             "(set long values with CHAT_<SECTION>_<KEY> instead)");
+    //  ... even as the last line without a newline
+    strcpy (text + n + 500, "");
+    s_string_fails (f, text, "config text line 2: line longer than 197 bytes "
+                             "(set long values with CHAT_<SECTION>_<KEY> instead)");
+    //  197 bytes is fine
+    memset (text, 0, 2000);
+    n = snprintf (text, 2000, "[sqlite]\npath = /");
+    memset (text + n, 'p', 197 - (n - 9));
+    s_string_ok (f, text);
+    assert_int_equal (strlen (f->cfg.sqlite_path), 197 - strlen ("path = "));
+    free (text);
+    //  No error buffer at all is allowed
+    assert_int_equal (chat_config_load_string (&f->cfg, "[server]\nport = x\n", NULL, 0), -1);
+    assert_int_equal (chat_config_load_string (&f->cfg, "[server]\nport = 2\n", NULL, 0), 0);
+    //  A small error buffer gets a truncated, terminated line
+    char small [12];
+    assert_int_equal (chat_config_load_string (&f->cfg, "[server]\nport = x\n", small, sizeof small), -1);
+    assert_string_equal (small, "config text");
+}
+
 int
 main (void)
 {
@@ -557,6 +712,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_file_errors, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_postgres_needs_conninfo, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_unreadable_file, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_load_string, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_load_string_errors, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

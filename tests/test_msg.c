@@ -458,8 +458,6 @@ s_ready_actor (zsock_t *pipe, void *args)
 {
     const char *error = (const char *) args;
     zsock_signal (pipe, 0);
-    if (error && streq (error, "say nothing"))
-        return;                         //  Ends without a report
     chat_actor_report (pipe, error);
     if (error)
         return;
@@ -499,11 +497,6 @@ test_actor_started (void **state)
     assert_int_equal (chat_actor_started (actor, NULL, 0), -1);
     zactor_destroy (&actor);
 
-    //  An actor that ends without reporting has not started
-    actor = zactor_new (s_ready_actor, (void *) "say nothing");
-    assert_int_equal (chat_actor_started (actor, error, sizeof error), -1);
-    assert_string_equal (error, "actor did not start");
-    zactor_destroy (&actor);
 }
 
 

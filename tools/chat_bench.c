@@ -1699,11 +1699,11 @@ s_progress (bench_t *self, int64_t now)
                  self->connected, self->opt.users, self->connect_pending, self->connect_failed);
     else
         fprintf (stderr, "[%6.1fs] %s connected %d sent %" PRIu64 " acked %" PRIu64
-                 " delivered %" PRIu64 " failed %" PRIu64 " errors %" PRIu64 "\n",
+                 " delivered %" PRIu64 " failed %" PRIu64 " errors %" PRIu64 " presence %" PRIu64 "\n",
                  t, self->phase == PH_FILL || self->phase == PH_FILL_DRAIN? "fill":
                     self->phase == PH_DRAIN? "drain": self->in_window? "window": "warmup",
                  self->connected, self->sent, self->acked, self->delivered, self->failed,
-                 self->errors);
+                 self->errors, self->presence);
 }
 
 //  Everything driven by time and by counters
@@ -1843,11 +1843,11 @@ s_report (bench_t *self)
                 "\"window_s\":%.3f,\"rate\":%.0f,\"window\":%d,\"content_bytes\":%d,"
                 "\"sent\":%" PRIu64 ",\"acknowledged\":%" PRIu64 ",\"delivered\":%" PRIu64
                 ",\"failed\":%" PRIu64 ",\"lost\":%" PRId64 ",\"missing_deliveries\":%" PRId64
-                ",\"closes\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"error_kinds\":{",
+                ",\"closes\":%" PRIu64 ",\"presence_frames\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"error_kinds\":{",
                 mode, self->opt.users, self->logged_in, self->connected, self->connect_failed,
                 window, self->opt.rate, self->opt.window, self->opt.content_bytes,
                 self->sent, self->acked, self->delivered, self->failed, self->lost, missing,
-                self->closes, self->errors);
+                self->closes, self->presence, self->errors);
         for (int i = 0; i < self->err_kinds; i++)
             printf ("%s\"%s\":%" PRIu64, i? ",": "", self->errs [i].name, self->errs [i].count);
         printf ("},\"window_sent\":%" PRIu64 ",\"window_acked\":%" PRIu64 ",\"window_delivered\":%" PRIu64
@@ -1907,7 +1907,8 @@ s_report (bench_t *self)
         printf ("  chat-bench cpu   %.2f s", own_cpu);
         if (own_us >= 0)
             printf (", %.2f us/msg", own_us);
-        printf ("\n  errors           %" PRIu64, self->errors);
+        printf ("\n  presence frames  %" PRIu64 "\n", self->presence);
+        printf ("  errors           %" PRIu64, self->errors);
         for (int i = 0; i < self->err_kinds; i++)
             printf ("%s%s=%" PRIu64, i? ", ": " (", self->errs [i].name, self->errs [i].count);
         printf ("%s\n", self->err_kinds? ")": "");

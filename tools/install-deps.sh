@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
     build-essential cmake pkg-config
-    libzmq3-dev libczmq-dev libwebsockets-dev libsqlite3-dev libpq-dev
+    libzmq3-dev libczmq-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libsqlite3-dev libpq-dev
     libjansson-dev libinih-dev libsodium-dev
     libcmocka-dev python3-websockets postgresql-15 postgresql-client-15
     valgrind clang libclang-rt-14-dev sqlite3
