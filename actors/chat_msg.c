@@ -163,31 +163,29 @@ s_parse_u64 (const char *text, size_t len, uint64_t *value)
     return 0;
 }
 
-int
-chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
+//  Decode a message given as its parts: part 0 is the command
+static int
+s_decode_parts (const void **data, const size_t *size, int count, chat_msg_t *m)
 {
-    assert (msg);
-    assert (m);
     m->cmd = CHAT_CMD_COUNT;
     m->nfields = 0;
-    zframe_t *frame = zmsg_first (msg);
-    if (!frame)
+    if (count < 1)
         return -1;
-    chat_cmd_t cmd = chat_cmd_lookup ((const char *) zframe_data (frame), zframe_size (frame));
+    chat_cmd_t cmd = chat_cmd_lookup ((const char *) data [0], size [0]);
     if (cmd == CHAT_CMD_COUNT) {
-        zsys_warning ("chat_msg: unknown command '%.*s'", (int) zframe_size (frame), (char *) zframe_data (frame));
+        zsys_warning ("chat_msg: unknown command '%.*s'", (int) size [0], (const char *) data [0]);
         return -1;
     }
     const char *picture = s_commands [cmd].picture;
     int nfields = (int) strlen (picture);
-    if ((int) zmsg_size (msg) != nfields + 1) {
-        zsys_warning ("chat_msg: %s has %d fields, expected %d", s_commands [cmd].name, (int) zmsg_size (msg) - 1, nfields);
+    if (count != nfields + 1) {
+        zsys_warning ("chat_msg: %s has %d fields, expected %d", s_commands [cmd].name, count - 1, nfields);
         return -1;
     }
     //  One buffer holds every field, each NUL-terminated
     size_t total = 0;
-    for (frame = zmsg_next (msg); frame; frame = zmsg_next (msg))
-        total += zframe_size (frame) + 1;
+    for (int i = 1; i < count; i++)
+        total += size [i] + 1;
     if (total > m->cap) {
         char *buf = (char *) realloc (m->buf, total);
         if (!buf)
@@ -196,21 +194,19 @@ chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
         m->cap = total;
     }
     char *cursor = m->buf;
-    int index = 0;
-    zmsg_first (msg);
-    for (frame = zmsg_next (msg); frame; frame = zmsg_next (msg), index++) {
-        size_t size = zframe_size (frame);
-        if (size)
-            memcpy (cursor, zframe_data (frame), size);
-        cursor [size] = 0;
+    for (int index = 0; index < nfields; index++) {
+        size_t len = size [index + 1];
+        if (len)
+            memcpy (cursor, data [index + 1], len);
+        cursor [len] = 0;
         m->s [index] = cursor;
-        m->len [index] = size;
+        m->len [index] = len;
         m->u [index] = 0;
-        if (picture [index] == 'u' && s_parse_u64 (cursor, size, &m->u [index]) != 0) {
+        if (picture [index] == 'u' && s_parse_u64 (cursor, len, &m->u [index]) != 0) {
             zsys_warning ("chat_msg: %s field %d is not a number", s_commands [cmd].name, index + 1);
             return -1;
         }
-        cursor += size + 1;
+        cursor += len + 1;
     }
     m->cmd = cmd;
     m->nfields = nfields;
@@ -218,30 +214,68 @@ chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
 }
 
 int
+chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
+{
+    assert (msg);
+    assert (m);
+    const void *data [CHAT_MAX_FIELDS + 1];
+    size_t size [CHAT_MAX_FIELDS + 1];
+    int count = 0;
+    for (zframe_t *frame = zmsg_first (msg); frame; frame = zmsg_next (msg), count++) {
+        if (count > CHAT_MAX_FIELDS) {
+            m->cmd = CHAT_CMD_COUNT;
+            zsys_warning ("chat_msg: message with too many frames");
+            return -1;
+        }
+        data [count] = zframe_data (frame);
+        size [count] = zframe_size (frame);
+    }
+    return s_decode_parts (data, size, count, m);
+}
+
+int
 chat_msg_recv (zsock_t *sock, chat_msg_t *m, bool nowait)
 {
     assert (sock);
-    zmq_msg_t part;
-    zmsg_t *msg = zmsg_new ();
-    int rc = 0;
+    assert (m);
+    //  Parts are received in place and decoded without building a zmsg
+    zmq_msg_t parts [CHAT_MAX_FIELDS + 1];
+    const void *data [CHAT_MAX_FIELDS + 1];
+    size_t size [CHAT_MAX_FIELDS + 1];
+    void *handle = zsock_resolve (sock);
+    int count = 0, received = 0, rc = 0;
     //  Read every part, so a message is consumed whole even when malformed
     while (true) {
-        zmq_msg_init (&part);
-        if (zmq_msg_recv (&part, zsock_resolve (sock), nowait ? ZMQ_DONTWAIT : 0) == -1) {
-            zmq_msg_close (&part);
-            rc = (zmq_errno () == EAGAIN && zmsg_size (msg) == 0) ? 1 : -1;
+        zmq_msg_t scratch;
+        zmq_msg_t *part = count <= CHAT_MAX_FIELDS ? &parts [count] : &scratch;
+        zmq_msg_init (part);
+        if (zmq_msg_recv (part, handle, nowait && received == 0 ? ZMQ_DONTWAIT : 0) == -1) {
+            zmq_msg_close (part);
+            rc = (zmq_errno () == EAGAIN && received == 0) ? 1 : -1;
             break;
         }
-        zframe_t *frame = zframe_new (zmq_msg_data (&part), zmq_msg_size (&part));
-        bool more = zmq_msg_more (&part);
-        zmq_msg_close (&part);
-        zmsg_append (msg, &frame);
+        received++;
+        bool more = zmq_msg_more (part);
+        if (part == &scratch)
+            zmq_msg_close (part);
+        else
+            count++;
         if (!more)
             break;
     }
-    if (rc == 0)
-        rc = chat_msg_decode (msg, m);
-    zmsg_destroy (&msg);
+    if (rc == 0 && received > CHAT_MAX_FIELDS + 1) {
+        zsys_warning ("chat_msg: message with too many frames");
+        rc = -1;
+    }
+    if (rc == 0) {
+        for (int i = 0; i < count; i++) {
+            data [i] = zmq_msg_data (&parts [i]);
+            size [i] = zmq_msg_size (&parts [i]);
+        }
+        rc = s_decode_parts (data, size, count, m);
+    }
+    for (int i = 0; i < count; i++)
+        zmq_msg_close (&parts [i]);
     return rc;
 }
 

@@ -1,13 +1,14 @@
 /*  =========================================================================
     chat_parse.c - parse what clients send (include/chat_parse.h)
 
-    Used by ws-front for every WebSocket frame and API body, and by the
-    fuzz harnesses. Owns no state.
+    Used by ws-front for every WebSocket frame, API body, Origin and Cookie
+    header, and by the fuzz harnesses (tests/fuzz/). Owns no state.
     =========================================================================
 */
 
 #include "chat_parse.h"
 #include "chat_wire.h"
+#include <stdlib.h>
 #include <string.h>
 
 //  An id member: a JSON integer >= min. Returns 0 if present and valid,
@@ -41,9 +42,12 @@ s_parse_private_message (chat_frame_t *frame, uint64_t user_id, size_t max_conte
         client_id = NULL;
     if (s_member_id (frame->root, "to_user_id", 1, &frame->to_user_id) != 0
     ||  !json_is_string (content)
-    ||  (client_id && (!json_is_string (client_id) || json_string_length (client_id) > 64))) {
+    ||  (client_id && (!json_is_string (client_id) || json_string_length (client_id) > 64
+                       //  The backends keep client_id as a C string: with a
+                       //  NUL inside, two ids would compare equal
+                       ||  strlen (json_string_value (client_id)) != json_string_length (client_id)))) {
         s_answer (frame, CHAT_FRAME_ERROR, "bad_request",
-                  "private_message needs to_user_id (integer), content (string) and optionally client_id (string of at most 64 bytes)");
+                  "private_message needs to_user_id (integer), content (string) and optionally client_id (string of at most 64 bytes, no NUL)");
         return;
     }
     frame->content = json_string_value (content);
@@ -133,7 +137,10 @@ chat_frame_parse (const char *data, size_t len, uint64_t user_id,
     json_t *request_id = json_object_get (frame->root, "request_id");
     frame->request_id = request_id ? json_dumps (request_id, JSON_ENCODE_ANY | JSON_COMPACT) : strdup ("");
     json_t *type = json_object_get (frame->root, "type");
-    const char *name = json_is_string (type) ? json_string_value (type) : "";
+    //  A type with a NUL inside ("sync\u0000x") is no known type
+    const char *name = json_is_string (type)
+                    && strlen (json_string_value (type)) == json_string_length (type)
+                     ? json_string_value (type) : "";
     if (strcmp (name, "private_message") == 0)
         s_parse_private_message (frame, user_id, max_content_bytes);
     else
@@ -200,6 +207,55 @@ chat_origin_allowed (const char *origin, const char *host, const char *allowed)
         if (n && n == origin_len && memcmp (p, origin, n) == 0)
             return true;
         p += n;
+    }
+    return false;
+}
+
+bool
+chat_cookie_get (const char *header, const char *name, char *value, size_t size)
+{
+    if (value && size)
+        *value = 0;
+    if (!header || !name || !*name || !value || !size)
+        return false;
+    size_t name_len = strlen (name);
+    const char *p = header;
+    while (*p) {
+        //  One pair: up to the next ';' or the end
+        size_t pair_len = strcspn (p, ";");
+        const char *pair = p;
+        p += pair_len;
+        if (*p == ';')
+            p++;
+        const char *equals = memchr (pair, '=', pair_len);
+        if (!equals)
+            continue;
+        //  Its name, without the spaces around it
+        const char *key = pair;
+        const char *key_end = equals;
+        while (key < key_end && (*key == ' ' || *key == '\t'))
+            key++;
+        while (key_end > key && (key_end [-1] == ' ' || key_end [-1] == '\t'))
+            key_end--;
+        if ((size_t) (key_end - key) != name_len || memcmp (key, name, name_len) != 0)
+            continue;
+        //  The first pair with the name is the answer, whatever its value
+        const char *text = equals + 1;
+        const char *text_end = pair + pair_len;
+        while (text < text_end && (*text == ' ' || *text == '\t'))
+            text++;
+        while (text_end > text && (text_end [-1] == ' ' || text_end [-1] == '\t'))
+            text_end--;
+        if (text_end - text >= 2 && *text == '"' && text_end [-1] == '"') {
+            text++;
+            text_end--;
+        }
+        size_t len = (size_t) (text_end - text);
+        if (len == 0 || len >= size)
+            return false;
+        memcpy (value, text, len);
+        value [len] = 0;
+        return true;
     }
     return false;
 }

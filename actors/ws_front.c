@@ -57,6 +57,7 @@ typedef struct ws_conn_t {
     uint64_t user_id;                   //  Who is connected
     char nickname [33];                 //  Their nickname
     char session [SESSION_HASH_SIZE];   //  Hash of the session it opened with
+    char address [64];                  //  Client address
     bool ready;                         //  online_users queued: may write
     qnode_t *head, *tail;               //  Frames waiting to be written
     size_t queued_bytes;                //  Their total size
@@ -117,6 +118,7 @@ typedef struct {
     chat_idmap_t conns;                 //  conn_id -> ws_conn_t
     chat_idmap_t reqs;                  //  req_id -> http_req_t
     chat_idmap_t user_conns;            //  user_id -> number of WebSockets
+    zhashx_t *address_conns;            //  client address -> number of WebSockets
     ws_conn_t *ws_list;                 //  Every WebSocket connection
     size_t ws_count;                    //  How many
     zhashx_t *sessions;                 //  session hash -> session_t
@@ -404,11 +406,13 @@ s_token_hash (const char *token, size_t len, char *hash_hex)
 static session_t *
 s_request_session (self_t *self, struct lws *wsi, char *hash_hex)
 {
-    char token [COOKIE_MAX];
-    size_t max = sizeof token;
-    if (lws_http_cookie_get (wsi, "session", token, &max) != 0 || max == 0)
+    char header [4096], token [COOKIE_MAX];
+    int length = lws_hdr_total_length (wsi, WSI_TOKEN_HTTP_COOKIE);
+    if (length <= 0 || length >= (int) sizeof header
+    ||  lws_hdr_copy (wsi, header, sizeof header, WSI_TOKEN_HTTP_COOKIE) < 0
+    ||  !chat_cookie_get (header, "session", token, sizeof token))
         return NULL;
-    s_token_hash (token, max, hash_hex);
+    s_token_hash (token, strlen (token), hash_hex);
     session_t *session = (session_t *) zhashx_lookup (self->sessions, hash_hex);
     if (session && session->expires_ms <= chat_now_ms ())
         session = NULL;
@@ -778,7 +782,23 @@ s_confirm_upgrade (self_t *self, struct lws *wsi, const char *upgrade)
     uintptr_t mine = (uintptr_t) chat_idmap_get (&self->user_conns, session->user_id);
     if (mine >= (uintptr_t) self->cfg.limits_max_connections_per_user)
         return s_refuse_upgrade (wsi, 429, "too_many_connections", "too many connections for this user");
+    char address [64] = "";
+    lws_get_peer_simple (wsi, address, sizeof address);
+    uintptr_t from_address = (uintptr_t) zhashx_lookup (self->address_conns, address);
+    if (from_address >= (uintptr_t) self->cfg.limits_max_connections_per_address)
+        return s_refuse_upgrade (wsi, 429, "too_many_connections", "too many connections from this address");
     return 0;
+}
+
+static void
+s_address_conns_add (self_t *self, const char *address, int delta)
+{
+    uintptr_t count = (uintptr_t) zhashx_lookup (self->address_conns, address);
+    count = (uintptr_t) ((intptr_t) count + delta);
+    if (count)
+        zhashx_update (self->address_conns, address, (void *) count);
+    else
+        zhashx_delete (self->address_conns, address);
 }
 
 static void
@@ -814,6 +834,8 @@ s_ws_established (self_t *self, struct lws *wsi, pss_t *pss)
     self->ws_count++;
     chat_idmap_put (&self->conns, conn->id, conn);
     s_user_conns_add (self, conn->user_id, 1);
+    lws_get_peer_simple (wsi, conn->address, sizeof conn->address);
+    s_address_conns_add (self, conn->address, 1);
     pss->conn = conn;
     pss->req = NULL;
     chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_JOIN, conn->id, conn->user_id, conn->nickname);
@@ -830,6 +852,7 @@ s_ws_closed (self_t *self, pss_t *pss)
     chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_LEAVE, conn->id, conn->user_id, conn->nickname);
     chat_idmap_remove (&self->conns, conn->id);
     s_user_conns_add (self, conn->user_id, -1);
+    s_address_conns_add (self, conn->address, -1);
     if (conn->prev)
         conn->prev->next = conn->next;
     else
@@ -1333,6 +1356,7 @@ s_self_destroy (self_t **self_p)
         chat_idmap_release (&self->reqs);
         chat_idmap_release (&self->conns);
         chat_idmap_release (&self->user_conns);
+        zhashx_destroy (&self->address_conns);
         zhashx_destroy (&self->sessions);
         chat_outbox_destroy (&self->outbox);
         zsock_destroy (&self->inbox);
@@ -1354,6 +1378,7 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
     chat_idmap_init (&self->conns);
     chat_idmap_init (&self->reqs);
     chat_idmap_init (&self->user_conns);
+    self->address_conns = zhashx_new ();     //  Values are counts, not owned
     self->sessions = zhashx_new ();
     zhashx_set_destructor (self->sessions, s_session_destroy);
     self->storage_up = true;
@@ -1387,8 +1412,8 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6
                  | LWS_SERVER_OPTION_LIBUV;
     info.retry_and_idle_policy = &s_retry;
-    info.timeout_secs = 20;                     //  Slow handshakes and bodies
-    info.keepalive_timeout = 30;
+    info.timeout_secs = (unsigned) cfg->http_handshake_timeout_s;   //  Slow headers, bodies, handshakes
+    info.keepalive_timeout = cfg->http_idle_timeout_s;              //  Idle keep-alive connections
     info.pt_serv_buf_size = 64 * 1024;
     info.vhost_name = "chatd";
     self->context = lws_create_context (&info);

@@ -86,11 +86,14 @@ static const s_key_t s_keys [] = {
     S_STR (http, allowed_origins, 0, ""),
     S_INT (http, max_body_bytes, 1024, 67108864, "16384"),
     S_INT (http, request_timeout_ms, 1, 3600000, "10000"),
+    S_INT (http, handshake_timeout_s, 1, 3600, "10"),
+    S_INT (http, idle_timeout_s, 1, 3600, "30"),
 
     S_INT (limits, max_message_bytes, 1, 65536, "4096"),
     S_INT (limits, max_frame_bytes, 1024, 67108864, "65536"),
     S_INT (limits, max_connections, 1, 1000000, "19000"),
     S_INT (limits, max_connections_per_user, 1, 1000000, "16"),
+    S_INT (limits, max_connections_per_address, 1, 1000000, "1000"),
     S_INT (limits, max_queue_bytes, 1024, INT_MAX, "1048576"),
 
     S_INT (websocket, ping_interval_s, 1, 86400, "54"),

@@ -57,12 +57,15 @@ typedef struct {
     char http_allowed_origins [2048];   //  Space-separated extra origins
     int http_max_body_bytes;            //  Largest HTTP request body
     int http_request_timeout_ms;        //  Deadline for an API answer
+    int http_handshake_timeout_s;       //  Headers, bodies, upgrades must complete
+    int http_idle_timeout_s;            //  Idle keep-alive HTTP connections close
 
     //  [limits]
     int limits_max_message_bytes;       //  Largest private message content
     int limits_max_frame_bytes;         //  Largest WebSocket frame (1009 above)
     int limits_max_connections;         //  Connections the server accepts
     int limits_max_connections_per_user; // WebSockets per user
+    int limits_max_connections_per_address; // WebSockets per client address
     int limits_max_queue_bytes;         //  Unsent bytes per connection before close
 
     //  [websocket]

@@ -3,7 +3,7 @@
 
     Everything that reads outside input before it becomes an internal
     message: a WebSocket text frame, the body of register and login, the
-    Origin check. No I/O and no state, so each is unit-tested and fuzzed
+    Origin check, the session cookie. No I/O and no state, so each is unit-tested and fuzzed
     alone (tests/fuzz/). ws-front (actors/ws_front.c) calls these and sends
     the result on.
     =========================================================================
@@ -71,6 +71,17 @@ json_t *chat_credentials_parse (const char *body, size_t len,
 //  may the server's own, "http://" + host; so may any origin listed in the
 //  space-separated allowed list. Exact comparison.
 bool chat_origin_allowed (const char *origin, const char *host, const char *allowed);
+
+//  Find the cookie called name in header, the raw value of a Cookie:
+//  request header ("a=b; session=XYZ; c=d", RFC 6265 section 4.2.1, read
+//  leniently: spaces and tabs around pairs, names and values are skipped;
+//  pairs without "=" are skipped). Names match exactly and case-sensitively,
+//  never on a prefix or suffix. A value in double quotes loses its quotes.
+//  When the name occurs more than once the first one counts. Copies the
+//  value and a NUL into value (size bytes) and returns true; returns false
+//  when header is NULL, the cookie is absent, its value is empty, or the
+//  value does not fit (value is then "").
+bool chat_cookie_get (const char *header, const char *name, char *value, size_t size);
 
 #ifdef __cplusplus
 }
