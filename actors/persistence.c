@@ -14,10 +14,11 @@
         (itself)                       > storage_status > ws-front
 
     Group commit: when the inbox is readable we drain what is waiting, up to
-    [storage] batch_max private messages, and store them in one transaction.
-    Only after the commit succeeds is any of them acknowledged. Any other
-    command first flushes the batch in hand, so it sees every earlier
-    message. A failed begin/store/commit rolls back and answers
+    [storage] batch_max private messages, and store them in one transaction
+    with one message_store_batch call (the backend stores the whole batch at
+    once: one multi-row INSERT on PostgreSQL). Only after the commit
+    succeeds is any of them acknowledged. Any other command first flushes
+    the batch in hand, so it sees every earlier message. A failed begin/store/commit rolls back and answers
     storage_unavailable for every message of the batch.
 
     mark_read always sends messages_read to the hub when the update
@@ -78,7 +79,10 @@ typedef struct {
     chat_backend_t *db;                 //  Our handle on it
     zloop_t *loop;                      //  Reactor: pipe, inbox, timers
     s_slot_t *batch;                    //  cfg.storage_batch_max slots
-    size_t batch_max;                   //  Number of slots
+    chat_message_t *messages;           //  The batch as the backend takes it
+    int *results;                       //  Each message's result from the backend
+    bool *duplicates;                   //  Each message's duplicate flag
+    size_t batch_max;                   //  Number of slots (and of the above)
     size_t pending;                     //  Private messages in hand, not stored yet
     bool up;                            //  Storage answered the last request
     uint64_t stored_total;              //  Messages stored since start
@@ -106,6 +110,10 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg)
     self->batch_max = self->cfg.storage_batch_max > 0? (size_t) self->cfg.storage_batch_max: 1;
     self->batch = (s_slot_t *) zmalloc (self->batch_max * sizeof (s_slot_t));
     assert (self->batch);
+    self->messages = (chat_message_t *) zmalloc (self->batch_max * sizeof (chat_message_t));
+    self->results = (int *) zmalloc (self->batch_max * sizeof (int));
+    self->duplicates = (bool *) zmalloc (self->batch_max * sizeof (bool));
+    assert (self->messages && self->results && self->duplicates);
     for (size_t i = 0; i < self->batch_max; i++)
         chat_msg_init (&self->batch [i].msg);
     self->loop = zloop_new ();
@@ -148,6 +156,9 @@ s_self_destroy (self_t **self_p)
             free (self->batch [i].content);
         }
         free (self->batch);
+        free (self->messages);
+        free (self->results);
+        free (self->duplicates);
         if (self->db)
             self->ops->close (&self->db);
         chat_outbox_destroy (&self->outbox);
@@ -239,34 +250,42 @@ s_slot_keep_content (s_slot_t *slot, const char *content, size_t len)
     slot->content_len = len;
 }
 
-//  Store one private message inside the open transaction
+//  Store the first count slots in the open transaction with one call of
+//  the backend, and record what became of each
 static int
-s_store_one (self_t *self, s_slot_t *slot, int64_t now_ms)
+s_store_batch (self_t *self, size_t count, int64_t now_ms)
 {
-    chat_msg_t *m = &slot->msg;
-    chat_message_t message = {
-        .from_user_id = (int64_t) m->u [1],
-        .to_user_id = (int64_t) m->u [3],
-        .nickname = m->s [2],
-        .content = m->s [5],
-        .content_len = m->len [5],
-        .created_ms = now_ms,
-        .client_id = m->len [4]? m->s [4]: NULL
-    };
-    bool duplicate = false;
-    int rc = self->ops->message_store (self->db, &message, &duplicate);
-    slot->stored = rc == CHAT_DB_OK;
-    if (rc == CHAT_DB_NOT_FOUND)
-        return CHAT_DB_OK;              //  Unknown recipient: the rest goes on
+    for (size_t i = 0; i < count; i++) {
+        chat_msg_t *m = &self->batch [i].msg;
+        self->messages [i] = (chat_message_t) {
+            .from_user_id = (int64_t) m->u [1],
+            .to_user_id = (int64_t) m->u [3],
+            .nickname = m->s [2],
+            .content = m->s [5],
+            .content_len = m->len [5],
+            .created_ms = now_ms,
+            .client_id = m->len [4]? m->s [4]: NULL
+        };
+    }
+    int rc = self->ops->message_store_batch (self->db, self->messages, count,
+                                             self->results, self->duplicates);
     if (rc != CHAT_DB_OK)
         return rc;
-    slot->duplicate = duplicate;
-    slot->message_id = (uint64_t) message.id;
-    slot->to_user_id = (uint64_t) message.to_user_id;
-    chat_timestamp_format (message.created_ms, slot->timestamp, sizeof slot->timestamp);
-    //  A duplicate's content points into the backend until its next call
-    if (duplicate)
-        s_slot_keep_content (slot, message.content, message.content_len);
+    for (size_t i = 0; i < count; i++) {
+        s_slot_t *slot = &self->batch [i];
+        const chat_message_t *message = &self->messages [i];
+        //  CHAT_DB_NOT_FOUND: unknown recipient, answered after the commit
+        slot->stored = self->results [i] == CHAT_DB_OK;
+        if (!slot->stored)
+            continue;
+        slot->duplicate = self->duplicates [i];
+        slot->message_id = (uint64_t) message->id;
+        slot->to_user_id = (uint64_t) message->to_user_id;
+        chat_timestamp_format (message->created_ms, slot->timestamp, sizeof slot->timestamp);
+        //  A duplicate's content points into the backend until its next call
+        if (slot->duplicate)
+            s_slot_keep_content (slot, message->content, message->content_len);
+    }
     return CHAT_DB_OK;
 }
 
@@ -282,8 +301,8 @@ s_flush (self_t *self)
     int64_t now_ms = chat_now_ms ();
     int rc = self->ops->begin (self->db);
     bool begun = rc == CHAT_DB_OK;
-    for (size_t i = 0; i < count && rc == CHAT_DB_OK; i++)
-        rc = s_store_one (self, &self->batch [i], now_ms);
+    if (rc == CHAT_DB_OK)
+        rc = s_store_batch (self, count, now_ms);
     if (rc == CHAT_DB_OK)
         rc = self->ops->commit (self->db);
 

@@ -285,6 +285,20 @@ s_frame_unref (frame_t *frame)
         free (frame);
 }
 
+//  Close a connection with a code: after what is queued (flush_first) or
+//  at once. A client that does not read may never make its socket
+//  writable again, so a timer hangs up on it regardless.
+static void
+s_conn_close (ws_conn_t *conn, uint16_t code, const char *reason, bool flush_first)
+{
+    conn->close_code = code;
+    snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
+    if (!flush_first)
+        conn->close_now = true;
+    lws_callback_on_writable (conn->wsi);
+    lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, flush_first ? 10 : 1);
+}
+
 //  Queue a frame on a connection and ask to write. A client that does not
 //  read is cut off once its queue passes max_queue_bytes.
 static void
@@ -292,12 +306,11 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
 {
     if (conn->close_now)
         return;
-    if (conn->queued_bytes + frame->len > (size_t) self->cfg.limits_max_queue_bytes) {
+    //  A frame always enters an empty queue (a large sync answer is fine);
+    //  a backlog past the limit means the client does not read
+    if (conn->queued_bytes && conn->queued_bytes + frame->len > (size_t) self->cfg.limits_max_queue_bytes) {
         zsys_warning ("ws-front: connection %" PRIu64 " does not read; closing", conn->id);
-        conn->close_code = LWS_CLOSE_STATUS_POLICY_VIOLATION;
-        snprintf (conn->close_reason, sizeof conn->close_reason, "send queue full");
-        conn->close_now = true;
-        lws_callback_on_writable (conn->wsi);
+        s_conn_close (conn, LWS_CLOSE_STATUS_POLICY_VIOLATION, "send queue full", false);
         return;
     }
     qnode_t *node = (qnode_t *) malloc (sizeof (qnode_t));
@@ -346,16 +359,6 @@ s_send_frame_to_ids (self_t *self, const char *ids, frame_t *frame)
             s_conn_push (self, conn, frame, false);
     }
     s_frame_unref (frame);
-}
-
-static void
-s_conn_close (ws_conn_t *conn, uint16_t code, const char *reason, bool flush_first)
-{
-    conn->close_code = code;
-    snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
-    if (!flush_first)
-        conn->close_now = true;
-    lws_callback_on_writable (conn->wsi);
 }
 
 //  {"type":"error","error":CODE,"message":TEXT[,"request_id":...]}
@@ -688,6 +691,13 @@ s_http_request (self_t *self, struct lws *wsi, pss_t *pss)
     char length [32] = "";
     if (lws_hdr_copy (wsi, length, sizeof length, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0)
         req->body_expected = strtoull (length, NULL, 10);
+    if (lws_hdr_total_length (wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0) {
+        //  Chunked bodies are not taken; with a Content-Length too they
+        //  could smuggle a second request (RFC 9112 6.1): answer and hang up
+        req->close_after = true;
+        s_req_error (req, 400, "bad_request", "Transfer-Encoding is not supported; send a Content-Length");
+    }
+    else
     if (req->body_expected > (size_t) self->cfg.http_max_body_bytes) {
         req->close_after = true;
         s_req_error (req, 413, "payload_too_large", "request body too large");
@@ -1413,6 +1423,7 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
                  | LWS_SERVER_OPTION_LIBUV;
     info.retry_and_idle_policy = &s_retry;
     info.timeout_secs = (unsigned) cfg->http_handshake_timeout_s;   //  Slow headers, bodies, handshakes
+    info.timeout_secs_ah_idle = (unsigned) cfg->http_handshake_timeout_s;
     info.keepalive_timeout = cfg->http_idle_timeout_s;              //  Idle keep-alive connections
     info.pt_serv_buf_size = 64 * 1024;
     info.vhost_name = "chatd";

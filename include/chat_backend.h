@@ -93,18 +93,34 @@ typedef struct {
     int (*sessions_expire) (chat_backend_t *self, int64_t now_ms, chat_session_fn *fn, void *ctx);
 
     //  --- messages ---
-    //  Group commit: begin, store N messages, commit. A failed commit means
-    //  none of the batch is stored.
+    //  Group commit: begin, store a batch (one or more calls of
+    //  message_store_batch), commit. A failed commit means none of the
+    //  transaction is stored; rollback drops it on purpose.
     int (*begin) (chat_backend_t *self);
     int (*commit) (chat_backend_t *self);
     int (*rollback) (chat_backend_t *self);
-    //  Store one message inside the open transaction. message->id and
-    //  created_ms are set on return. CHAT_DB_NOT_FOUND: the recipient does
-    //  not exist. If the sender already used client_id, nothing is stored,
-    //  *duplicate is set and message is filled from the first one.
-    //  message->content stays the caller's; on a duplicate it points to the
-    //  stored content, valid until the next call on this handle.
-    int (*message_store) (chat_backend_t *self, chat_message_t *message, bool *duplicate);
+    //  Store count messages inside the open transaction, in array order: a
+    //  later message gets a larger id, also across calls. For each message
+    //  results [i] is:
+    //    CHAT_DB_OK         stored: id, created_ms (now) and is_read (false)
+    //                       set. Or a duplicate (duplicates [i] set): the
+    //                       sender already used client_id, before or earlier
+    //                       in this batch; nothing is stored and the message
+    //                       is filled from the first one (id, to_user_id,
+    //                       content, created_ms, is_read). The client_id
+    //                       check comes first: a resend is a duplicate
+    //                       whatever its recipient.
+    //    CHAT_DB_NOT_FOUND  the sender or recipient does not exist; nothing
+    //                       stored, its client_id stays free, the rest of the
+    //                       batch goes on.
+    //  Returns CHAT_DB_OK when every message has its result, else
+    //  CHAT_DB_UNAVAILABLE (results are then undefined and the transaction
+    //  must be rolled back). A stored message's content stays the caller's;
+    //  a duplicate's points to the stored content (or to the earlier
+    //  message's content in this batch), valid until the next call on this
+    //  handle. duplicates may be NULL.
+    int (*message_store_batch) (chat_backend_t *self, chat_message_t *messages, size_t count,
+                                int *results, bool *duplicates);
     //  The `limit` newest messages between user and with whose id is below
     //  before_id (0: no bound), passed to fn in ascending id order.
     int (*history) (chat_backend_t *self, int64_t user_id, int64_t with_user_id,

@@ -210,6 +210,20 @@ s_user (s_suite_t *suite, const char *nickname)
     return id;
 }
 
+//  Store one message as a batch of one; returns its result, or the
+//  batch's failure
+static int
+s_store_one (const chat_backend_ops_t *ops, chat_backend_t *db, chat_message_t *message,
+             bool *duplicate)
+{
+    int result = -100;
+    int rc = ops->message_store_batch (db, message, 1, &result, duplicate);
+    if (rc != CHAT_DB_OK)
+        return rc;
+    assert_true (result == CHAT_DB_OK || result == CHAT_DB_NOT_FOUND);
+    return result;
+}
+
 //  Store one message inside an open transaction; returns its id
 static int64_t
 s_put (s_suite_t *suite, int64_t from, int64_t to, const char *content,
@@ -220,7 +234,7 @@ s_put (s_suite_t *suite, int64_t from, int64_t to, const char *content,
         .content_len = content_len, .client_id = client_id
     };
     bool duplicate = true;
-    assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
     assert_false (duplicate);
     assert_true (message.id > 0);
     assert_ptr_equal (message.content, content);
@@ -444,7 +458,7 @@ test_two_handles (void **state)
         .content_len = 5, .client_id = "two-1"
     };
     bool duplicate = false;
-    assert_int_equal (suite->ops->message_store (other, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, other, &message, &duplicate), CHAT_DB_OK);
     assert_true (duplicate);
     assert_int_equal (message.id, id);
     assert_int_equal (suite->ops->commit (other), CHAT_DB_OK);
@@ -654,7 +668,7 @@ test_message_store (void **state)
         .id = -1, .created_ms = -1, .is_read = true
     };
     bool duplicate = true;
-    assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
     assert_int_equal (suite->ops->commit (suite->db), CHAT_DB_OK);
     int64_t after = chat_now_ms ();
     assert_false (duplicate);
@@ -707,7 +721,7 @@ test_message_unknown_recipient (void **state)
             .content = "to nobody", .content_len = 9, .client_id = "unk-2"
         };
         bool duplicate = true;
-        assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_NOT_FOUND);
+        assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_NOT_FOUND);
         assert_false (duplicate);
     }
     //  The batch goes on; the refused message's client_id is still free
@@ -769,7 +783,7 @@ test_duplicate_across_transactions (void **state)
         .content_len = strlen (resent), .client_id = "dup-c1"
     };
     bool duplicate = false;
-    assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
     assert_true (duplicate);
     assert_int_equal (message.id, first);
     assert_int_equal (message.from_user_id, alice);
@@ -789,7 +803,7 @@ test_duplicate_across_transactions (void **state)
     assert_int_equal (suite->ops->begin (suite->db), CHAT_DB_OK);
     message.content = resent;
     message.content_len = strlen (resent);
-    assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
     assert_true (duplicate);
     assert_int_equal (message.id, first);
     assert_true (message.is_read);
@@ -819,7 +833,7 @@ test_duplicate_same_transaction (void **state)
         .content_len = 3, .client_id = "same-1"
     };
     bool duplicate = false;
-    assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
     assert_true (duplicate);
     assert_int_equal (message.id, first);
     assert_memory_equal (message.content, "one", 3);
@@ -827,7 +841,7 @@ test_duplicate_same_transaction (void **state)
     int64_t second = s_put (suite, alice, bob, "two", 3, "same-2");
     message.content = "dos";
     message.client_id = "same-2";
-    assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+    assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
     assert_true (duplicate);
     assert_int_equal (message.id, second);
     assert_memory_equal (message.content, "two", 3);
@@ -903,6 +917,182 @@ test_batch (void **state)
     assert_string_equal (rows.rows [0].content, "b-0");
     assert_int_equal (s_mark_read (suite, alice, bob, last), 1000);
     s_rows_clear (&rows);
+}
+
+
+//  One call for a whole batch: duplicates inside the batch and from before,
+//  unknown users in the middle, ids ascending in batch order
+static void
+test_batch_call (void **state)
+{
+    s_suite_t *suite = s_suite (state);
+    int64_t alice = s_user (suite, "Call_Alice");
+    int64_t bob = s_user (suite, "Call_Bob");
+    int64_t nobody = INT64_MAX;
+
+    assert_int_equal (suite->ops->begin (suite->db), CHAT_DB_OK);
+    int64_t before = s_put (suite, alice, bob, "said before", 11, "call-pre");
+    assert_int_equal (suite->ops->commit (suite->db), CHAT_DB_OK);
+
+    struct { int64_t from, to; const char *content, *client_id; int result; bool duplicate; int first; } cases [] = {
+        { alice, bob, "first", "call-1", CHAT_DB_OK, false, -1 },              //  0
+        { alice, nobody, "to nobody", "call-2", CHAT_DB_NOT_FOUND, false, -1 },//  1
+        { bob, alice, "no client id", NULL, CHAT_DB_OK, false, -1 },           //  2
+        { alice, bob, "resent", "call-1", CHAT_DB_OK, true, 0 },               //  3: of 0
+        { alice, bob, "client id free", "call-2", CHAT_DB_OK, false, -1 },     //  4: 1 was refused
+        { alice, nobody, "resent elsewhere", "call-1", CHAT_DB_OK, true, 0 },  //  5: duplicate first
+        { alice, bob, "resent old", "call-pre", CHAT_DB_OK, true, -2 },        //  6: of before
+        { alice, bob, "resent old again", "call-pre", CHAT_DB_OK, true, -2 },  //  7: of before
+        { bob, alice, "other sender", "call-1", CHAT_DB_OK, false, -1 },       //  8
+        { nobody, bob, "unknown sender", "call-9", CHAT_DB_NOT_FOUND, false, -1 }, //  9
+        { bob, alice, "no client id", NULL, CHAT_DB_OK, false, -1 },           //  10: not 2's duplicate
+        { alice, bob, "resent twice", "call-2", CHAT_DB_OK, true, 4 },         //  11: of 4
+    };
+    size_t count = sizeof cases / sizeof cases [0];
+    chat_message_t messages [12];
+    int results [12];
+    bool duplicates [12];
+    assert_int_equal (count, 12);
+    for (size_t i = 0; i < count; i++) {
+        messages [i] = (chat_message_t) {
+            .from_user_id = cases [i].from, .to_user_id = cases [i].to,
+            .content = cases [i].content, .content_len = strlen (cases [i].content),
+            .client_id = cases [i].client_id, .id = -1
+        };
+        results [i] = -100;
+        duplicates [i] = !cases [i].duplicate;
+    }
+    int64_t start = chat_now_ms ();
+    assert_int_equal (suite->ops->begin (suite->db), CHAT_DB_OK);
+    assert_int_equal (suite->ops->message_store_batch (suite->db, messages, count, results, duplicates),
+                      CHAT_DB_OK);
+    //  The duplicates' contents are valid until the next call
+    int64_t last = before;
+    for (size_t i = 0; i < count; i++) {
+        assert_int_equal (results [i], cases [i].result);
+        if (results [i] != CHAT_DB_OK)
+            continue;
+        assert_int_equal (duplicates [i], cases [i].duplicate);
+        if (cases [i].first == -1) {
+            assert_true (messages [i].id > last);   //  Ascending in batch order
+            last = messages [i].id;
+            assert_ptr_equal (messages [i].content, cases [i].content);
+            assert_true (messages [i].created_ms >= start);
+            assert_false (messages [i].is_read);
+        }
+        else
+        if (cases [i].first == -2) {
+            assert_int_equal (messages [i].id, before);
+            assert_int_equal (messages [i].to_user_id, bob);
+            assert_int_equal (messages [i].content_len, 11);
+            assert_memory_equal (messages [i].content, "said before", 11);
+        }
+        else {
+            chat_message_t *first = &messages [cases [i].first];
+            assert_int_equal (messages [i].id, first->id);
+            assert_int_equal (messages [i].to_user_id, first->to_user_id);
+            assert_int_equal (messages [i].to_user_id, cases [cases [i].first].to);
+            assert_int_equal (messages [i].content_len, strlen (cases [cases [i].first].content));
+            assert_memory_equal (messages [i].content, cases [cases [i].first].content,
+                                 messages [i].content_len);
+            assert_int_equal (messages [i].created_ms, first->created_ms);
+        }
+    }
+    //  A second call in the same transaction sees the first call's client ids
+    chat_message_t again [2] = {
+        { .from_user_id = alice, .to_user_id = bob, .content = "x", .content_len = 1, .client_id = "call-1" },
+        { .from_user_id = alice, .to_user_id = bob, .content = "y", .content_len = 1, .client_id = "call-3" },
+    };
+    assert_int_equal (suite->ops->message_store_batch (suite->db, again, 2, results, duplicates), CHAT_DB_OK);
+    assert_int_equal (results [0], CHAT_DB_OK);
+    assert_true (duplicates [0]);
+    assert_int_equal (again [0].id, messages [0].id);
+    assert_memory_equal (again [0].content, "first", 5);
+    assert_int_equal (results [1], CHAT_DB_OK);
+    assert_false (duplicates [1]);
+    assert_true (again [1].id > last);
+    //  An empty batch is nothing
+    assert_int_equal (suite->ops->message_store_batch (suite->db, again, 0, results, duplicates), CHAT_DB_OK);
+    assert_int_equal (suite->ops->commit (suite->db), CHAT_DB_OK);
+
+    //  Stored: exactly the new ones, in order, with their own contents
+    s_rows_t rows = { 0 };
+    assert_false (s_history (suite, alice, bob, 0, 50, &rows));
+    int64_t expected [] = { before, messages [0].id, messages [2].id, messages [4].id,
+                            messages [8].id, messages [10].id, again [1].id };
+    s_assert_ids (&rows, expected, 7);
+    assert_string_equal (rows.rows [1].content, "first");
+    assert_string_equal (rows.rows [1].client_id, "call-1");
+    assert_string_equal (rows.rows [3].content, "client id free");
+    assert_string_equal (rows.rows [4].content, "other sender");
+    assert_int_equal (rows.rows [4].from_user_id, bob);
+    assert_null (rows.rows [5].client_id);
+    s_rows_clear (&rows);
+}
+
+//  A large batch in one call, many pairs, unknown recipients sprinkled in:
+//  ids ascend in batch order and every message is where it should be
+static void
+test_batch_call_large (void **state)
+{
+    s_suite_t *suite = s_suite (state);
+    int64_t users [5];
+    char nickname [32];
+    for (int u = 0; u < 5; u++) {
+        snprintf (nickname, sizeof nickname, "Large_%d", u);
+        users [u] = s_user (suite, nickname);
+    }
+    const size_t count = 1500;
+    chat_message_t *messages = (chat_message_t *) calloc (count, sizeof (chat_message_t));
+    int *results = (int *) calloc (count, sizeof (int));
+    bool *duplicates = (bool *) calloc (count, sizeof (bool));
+    char (*texts) [24] = calloc (count, 24);
+    assert_true (messages && results && duplicates && texts);
+    for (size_t i = 0; i < count; i++) {
+        snprintf (texts [i], 24, "large-%zu", i);
+        //  Senders and recipients in an order unlike the ids'
+        messages [i].from_user_id = users [(i * 7) % 5];
+        messages [i].to_user_id = i % 97 == 50? users [4] + 1000000: users [(i * 3 + 1) % 5];
+        messages [i].content = texts [i];
+        messages [i].content_len = strlen (texts [i]);
+        messages [i].client_id = i % 2? texts [i]: NULL;
+    }
+    assert_int_equal (suite->ops->begin (suite->db), CHAT_DB_OK);
+    assert_int_equal (suite->ops->message_store_batch (suite->db, messages, count, results, duplicates),
+                      CHAT_DB_OK);
+    assert_int_equal (suite->ops->commit (suite->db), CHAT_DB_OK);
+    int64_t last = 0;
+    size_t stored = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (i % 97 == 50) {
+            assert_int_equal (results [i], CHAT_DB_NOT_FOUND);
+            continue;
+        }
+        assert_int_equal (results [i], CHAT_DB_OK);
+        assert_false (duplicates [i]);
+        assert_true (messages [i].id > last);
+        last = messages [i].id;
+        stored++;
+    }
+    assert_int_equal (stored, count - 15);
+    //  Each user's sync lists its messages in id order with the right texts
+    s_rows_t rows = { 0 };
+    for (int u = 0; u < 5; u++) {
+        s_sync (suite, users [u], 0, S_MAX_ROWS, &rows);
+        assert_int_equal (rows.count, S_MAX_ROWS);
+        for (int r = 0; r < rows.count; r++) {
+            size_t i = (size_t) atoll (rows.rows [r].content + strlen ("large-"));
+            assert_true (i < count);
+            assert_int_equal (rows.rows [r].id, messages [i].id);
+            assert_int_equal (rows.rows [r].from_user_id, messages [i].from_user_id);
+            assert_int_equal (rows.rows [r].to_user_id, messages [i].to_user_id);
+        }
+    }
+    s_rows_clear (&rows);
+    free (messages);
+    free (results);
+    free (duplicates);
+    free (texts);
 }
 
 
@@ -1291,7 +1481,7 @@ test_content_exact (void **state)
             .content_len = 9, .client_id = client_id
         };
         bool duplicate = false;
-        assert_int_equal (suite->ops->message_store (suite->db, &message, &duplicate), CHAT_DB_OK);
+        assert_int_equal (s_store_one (suite->ops, suite->db, &message, &duplicate), CHAT_DB_OK);
         assert_true (duplicate);
         assert_int_equal (message.id, ids [i]);
         assert_int_equal (message.content_len, cases [i].len);
@@ -1411,6 +1601,8 @@ main (void)
         cmocka_unit_test (test_duplicate_same_transaction),
         cmocka_unit_test (test_rollback),
         cmocka_unit_test (test_batch),
+        cmocka_unit_test (test_batch_call),
+        cmocka_unit_test (test_batch_call_large),
         cmocka_unit_test (test_history_empty),
         cmocka_unit_test (test_history_pages),
         cmocka_unit_test (test_sync),

@@ -301,6 +301,56 @@ test_ack_after_commit (void **state)
     print_message ("      %d messages in %" PRIu64 " transactions\n", burst, m->u [2]);
 }
 
+//  One batch with a duplicate client_id inside it and an unknown recipient
+//  in the middle: another connection holds the write lock while the first
+//  message waits in its transaction, so the rest gathers in the inbox and
+//  is stored by the next transaction, all together
+static void
+test_batch_mixed (void **state)
+{
+    fixture_t *f = (fixture_t *) *state;
+    sqlite3 *locker = NULL;
+    assert_int_equal (sqlite3_open (f->cfg.sqlite_path, &locker), SQLITE_OK);
+    assert_int_equal (sqlite3_exec (locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    s_send (f, 1, f->alice, "alice", f->bob, "mix-0", "waits for the lock");
+    zclock_sleep (200);                 //  The actor is in begin, waiting
+    s_send (f, 2, f->alice, "alice", f->bob, "mix-1", "first");
+    s_send (f, 3, f->alice, "alice", 9999, "mix-2", "to nobody");
+    s_send (f, 4, f->bob, "bob", f->alice, "", "no client id");
+    s_send (f, 5, f->alice, "alice", f->bob, "mix-1", "resent in the same batch");
+    s_send (f, 6, f->alice, "alice", f->bob, "mix-2", "client id still free");
+    s_send (f, 7, f->alice, "alice", 9999, "mix-1", "resent to nobody");
+    s_send (f, 8, f->alice, "alice", f->bob, "mix-0", "resent from the batch before");
+    zclock_sleep (200);
+    sqlite3_exec (locker, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close (locker);
+
+    uint64_t id0 = s_expect_stored (f, 1, f->alice, "alice", f->bob, "mix-0", "waits for the lock", 0);
+    uint64_t id1 = s_expect_stored (f, 2, f->alice, "alice", f->bob, "mix-1", "first", 0);
+    uint64_t id3 = s_expect_stored (f, 4, f->bob, "bob", f->alice, "", "no client id", 0);
+    uint64_t dup = s_expect_stored (f, 5, f->alice, "alice", f->bob, "mix-1", "first", 1);
+    uint64_t id5 = s_expect_stored (f, 6, f->alice, "alice", f->bob, "mix-2", "client id still free", 0);
+    uint64_t dup_nobody = s_expect_stored (f, 7, f->alice, "alice", f->bob, "mix-1", "first", 1);
+    uint64_t dup_before = s_expect_stored (f, 8, f->alice, "alice", f->bob, "mix-0", "waits for the lock", 1);
+    //  Ids ascend in batch order; duplicates answer the first one's
+    assert_true (id0 < id1 && id1 < id3 && id3 < id5);
+    assert_int_equal (dup, id1);
+    assert_int_equal (dup_nobody, id1);
+    assert_int_equal (dup_before, id0);
+    chat_msg_t *m = chat_peer_expect (f->ws_front, CHAT_CMD_MESSAGE_FAILED, 10000);
+    assert_int_equal (m->u [0], 3);
+    assert_string_equal (m->s [1], "mix-2");
+    assert_int_equal (m->u [2], 9999);
+    assert_string_equal (m->s [3], "unknown_user");
+    chat_peer_expect_nothing (f->hub, 50);
+
+    m = s_status (f);
+    assert_int_equal (m->u [1], 4);             //  Stored: 0, 1, 3, 5
+    assert_int_equal (m->u [2], 2);             //  In two transactions
+    assert_int_equal (s_query (f, "SELECT count (*) FROM private_messages", 0), 4);
+    assert_int_equal (s_query (f, "SELECT max (id) FROM private_messages", 0), (int64_t) id5);
+}
+
 //  No transaction holds more than [storage] batch_max messages
 static void
 test_batch_max (void **state)
@@ -677,6 +727,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_unknown_recipient, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_ack_after_commit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_batch_max, s_setup_small_batch, s_teardown),
+        cmocka_unit_test_setup_teardown (test_batch_mixed, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_term_stores_pending, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_history, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_sync, s_setup, s_teardown),
