@@ -21,9 +21,9 @@
     the batch in hand, so it sees every earlier message. A failed begin/store/commit rolls back and answers
     storage_unavailable for every message of the batch.
 
-    mark_read always sends messages_read to the hub when the update
-    succeeded, even if no message changed: the receipt is idempotent and the
-    partner may have missed the earlier one.
+    mark_read sends messages_read to the hub only when it marked something:
+    a receipt always stands for messages that were really read, so nobody
+    can push receipts for conversations they are not part of.
 
     storage_status goes to ws-front at start, whenever `up` changes and every
     5 s. While storage is down we ping it with a back-off from 100 ms
@@ -449,9 +449,9 @@ s_handle_mark_read (self_t *self, chat_msg_t *m)
     int rc = self->ops->mark_read (self->db, (int64_t) m->u [1], (int64_t) m->u [2],
                                    (int64_t) m->u [3], &changed);
     if (rc == CHAT_DB_OK) {
-        //  Always, even if nothing changed: the receipt is idempotent
-        chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_MESSAGES_READ,
-                   m->u [1], m->u [2], m->u [3]);
+        if (changed > 0)
+            chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_MESSAGES_READ,
+                       m->u [1], m->u [2], m->u [3]);
         s_set_up (self, true);
     }
     else
