@@ -383,8 +383,7 @@ chat_auth_actor (zsock_t *pipe, void *config)
     &&  self->ops->sessions_live (self->db, chat_now_ms (), s_announce_session, self) != CHAT_DB_OK)
         snprintf (self->error, sizeof self->error, "auth: cannot load the live sessions from storage");
     if (*self->error) {
-        zsys_error ("%s", self->error);
-        chat_actor_report (pipe, self->error);
+        chat_actor_report (pipe, self->error);  //  chatd prints it, once
         s_self_destroy (&self);
         return;
     }

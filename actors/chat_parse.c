@@ -43,11 +43,13 @@ s_parse_private_message (chat_frame_t *frame, uint64_t user_id, size_t max_conte
     if (s_member_id (frame->root, "to_user_id", 1, &frame->to_user_id) != 0
     ||  !json_is_string (content)
     ||  (client_id && (!json_is_string (client_id) || json_string_length (client_id) > 64
+                       //  Empty would read as "no client_id" inside chatd
+                       ||  json_string_length (client_id) == 0
                        //  The backends keep client_id as a C string: with a
                        //  NUL inside, two ids would compare equal
                        ||  strlen (json_string_value (client_id)) != json_string_length (client_id)))) {
         s_answer (frame, CHAT_FRAME_ERROR, "bad_request",
-                  "private_message needs to_user_id (integer), content (string) and optionally client_id (string of at most 64 bytes, no NUL)");
+                  "private_message needs to_user_id (integer), content (string) and optionally client_id (string of 1 to 64 bytes, no NUL)");
         return;
     }
     frame->content = json_string_value (content);

@@ -99,6 +99,8 @@ main (int argc, char *argv [])
     zsys_init ();
     zsys_set_logident ("chatd");
 
+    //  [server] log_level: info and debug announce start and stop
+    bool verbose = streq (cfg.server_log_level, "info") || streq (cfg.server_log_level, "debug");
     zactor_t *tap = *cfg.server_tap ? s_tap_proxy_new (cfg.server_tap) : NULL;
     zactor_t *actors [ACTOR_COUNT] = { NULL };
     int rc = 0;
@@ -110,15 +112,17 @@ main (int argc, char *argv [])
         }
     }
     if (rc == 0) {
-        zsys_info ("chatd: listening on http://%s:%d, storage %s%s%s", cfg.server_bind,
+        if (verbose)
+            zsys_info ("chatd: listening on http://%s:%d, storage %s%s%s", cfg.server_bind,
                    cfg.server_port, cfg.storage_backend, *cfg.server_tap ? ", tap " : "", cfg.server_tap);
         int signal_number = 0;
         sigwait (&signals, &signal_number);
-        zsys_info ("chatd: %s received, stopping", strsignal (signal_number));
+        if (verbose)
+            zsys_info ("chatd: %s received, stopping", strsignal (signal_number));
     }
     s_stop (actors);
     zactor_destroy (&tap);
-    if (rc == 0)
+    if (rc == 0 && verbose)
         zsys_info ("chatd: stopped");
     zsys_shutdown ();
     return rc;

@@ -133,9 +133,14 @@ s_self_open (self_t *self, char *error, size_t size)
                   self->cfg.storage_backend);
         return -1;
     }
-    self->db = self->ops->open (&self->cfg, error, size);
-    if (!self->db)
+    char reason [256] = "";
+    self->db = self->ops->open (&self->cfg, reason, sizeof reason);
+    if (!self->db) {
+        //  One line naming the key to fix, for chatd's start-up error
+        snprintf (error, size, "%s: %s", streq (self->cfg.storage_backend, "postgres")
+                  ? "[postgres] conninfo" : "[sqlite] path", reason);
         return -1;
+    }
     self->inbox = chat_inbox_new (CHAT_ACTOR_PERSISTENCE);
     if (!self->inbox) {
         snprintf (error, size, "cannot bind inproc://chatd-persistence");
@@ -371,7 +376,7 @@ s_http_response (self_t *self, uint64_t req_id, uint64_t status, json_t *body)
     else
         chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_HTTP_RESPONSE,
                    req_id, (uint64_t) 500,
-                   "{\"error\":\"internal\",\"message\":\"cannot build the answer\"}", "");
+                   "{\"error\":\"internal_error\",\"message\":\"cannot build the answer\"}", "");
     free (text);
     json_decref (body);
 }
@@ -603,8 +608,7 @@ chat_persistence_actor (zsock_t *pipe, void *config)
     zsock_signal (pipe, 0);
     char error [256] = "";
     if (s_self_open (self, error, sizeof error) != 0) {
-        zsys_error ("persistence: %s", error);
-        chat_actor_report (pipe, error);
+        chat_actor_report (pipe, error);        //  chatd prints it, once
         s_self_destroy (&self);
         return;
     }

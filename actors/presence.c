@@ -240,7 +240,7 @@ s_handle_users_listed (self_t *self, chat_msg_t *m)
     if (problem) {
         zsys_error ("presence: users_listed: %s", problem);
         s_send_http (self, req_id, 500, json_pack ("{s:s,s:s}",
-                     "error", "internal", "message", problem));
+                     "error", "internal_error", "message", problem));
     }
     else
         s_send_http (self, req_id, 200, json_pack ("{s:O}", "users", users));

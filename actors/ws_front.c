@@ -13,8 +13,10 @@
 
     The ZeroMQ inbox and the actor pipe are watched by the lws loop itself:
     a dup of each socket's ZMQ_FD is adopted as a raw file, and on each
-    readable edge the socket is drained without blocking. An idle front
-    sleeps in poll(); a message is written the moment it arrives. Nothing
+    readable edge the socket is drained without blocking. lws runs on our
+    own libuv loop (epoll), so an idle front sleeps in epoll_wait and a
+    wakeup costs the same at 100 connections as at 19,500; a message is
+    written the moment it arrives. Nothing
     here waits on disk or on password hashing: HTTP API requests are sent on
     and answered when the answer comes back. Frames are written only in
     WRITEABLE callbacks, as many as the socket takes, in order.
@@ -30,7 +32,9 @@
 #include <libwebsockets.h>
 #include <sodium.h>
 #include <uv.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
+#include <strings.h>
 
 //  Most messages handled per drain before yielding to the network
 #define DRAIN_BATCH 2048
@@ -64,6 +68,9 @@ typedef struct ws_conn_t {
     uint16_t close_code;                //  Close once the queue is flushed
     char close_reason [64];             //  With this reason
     bool close_now;                     //  Close without flushing
+    lws_sorted_usec_list_t sul_close;   //  Deferred close (rate limit)
+    uint16_t deferred_code;             //  Its code, reason in deferred_reason
+    char deferred_reason [64];
     unsigned char *rx;                  //  Message being reassembled
     size_t rx_len, rx_cap;              //  Its length and capacity
     struct ws_conn_t *prev, *next;      //  All WebSocket connections
@@ -111,6 +118,7 @@ typedef struct {
     bool loop_ready;                    //  loop initialised
     struct lws_context *context;        //  libwebsockets, running on loop
     struct lws_vhost *vhost;            //  The one vhost
+    lws_retry_bo_t keepalive;           //  Ping and hang-up times, from [websocket]
     lws_sorted_usec_list_t sul_drain;   //  Re-arms a capped drain
     lws_sorted_usec_list_t sul_tick;    //  Once a second: HTTP deadlines
     bool terminated;                    //  $TERM received
@@ -143,8 +151,6 @@ static const struct lws_protocols s_protocols [] = {
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
-//  Ping after 54 s without traffic, hang up after 60 s (protocol.md)
-static lws_retry_bo_t s_retry = { NULL, 0, 0, 54, 60, 0 };
 
 
 //  --------------------------------------------------------------------------
@@ -713,7 +719,7 @@ static int
 s_http_body (self_t *self, pss_t *pss, const void *in, size_t len)
 {
     http_req_t *req = pss->req;
-    if (!req || req->answered)
+    if (!req || req->answered || !len)
         return 0;
     if (req->body_len + len > (size_t) self->cfg.http_max_body_bytes) {
         req->close_after = true;
@@ -760,15 +766,26 @@ s_tick (lws_sorted_usec_list_t *sul)
 static int
 s_refuse_upgrade (struct lws *wsi, int status, const char *code, const char *message)
 {
+    //  Written whole, by hand: at this point lws has not settled the
+    //  request's HTTP version and its helpers would answer HTTP/1.0
+    static const struct { int status; const char *text; } reasons [] = {
+        { 400, "Bad Request" }, { 401, "Unauthorized" }, { 403, "Forbidden" },
+        { 404, "Not Found" }, { 405, "Method Not Allowed" }, { 429, "Too Many Requests" },
+        { 503, "Service Unavailable" }
+    };
+    const char *reason = "Error";
+    for (size_t i = 0; i < sizeof reasons / sizeof reasons [0]; i++)
+        if (reasons [i].status == status)
+            reason = reasons [i].text;
     char body [256];
-    int len = snprintf (body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
-    unsigned char buf [LWS_PRE + 512];
-    unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-    if (lws_add_http_common_headers (wsi, (unsigned) status, "application/json", (lws_filepos_t) len, &p, end)
-    ||  lws_finalize_write_http_header (wsi, start, &p, end))
-        return 1;
-    memcpy (start, body, (size_t) len);
-    lws_write (wsi, start, (size_t) len, LWS_WRITE_HTTP_FINAL);
+    int body_len = snprintf (body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
+    unsigned char buf [LWS_PRE + 768];
+    char *response = (char *) buf + LWS_PRE;
+    int len = snprintf (response, sizeof buf - LWS_PRE,
+                        "HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+                        "cache-control: no-store\r\nconnection: close\r\n\r\n%s",
+                        status, reason, body_len, body);
+    lws_write (wsi, (unsigned char *) response, (size_t) len, LWS_WRITE_HTTP);
     return 1;
 }
 
@@ -778,10 +795,17 @@ s_confirm_upgrade (self_t *self, struct lws *wsi, const char *upgrade)
 {
     char uri [64] = "";
     char hash [SESSION_HASH_SIZE];
-    if (!upgrade || strcmp (upgrade, "websocket") != 0)
+    if (!upgrade || strcasecmp (upgrade, "websocket") != 0)
         return s_refuse_upgrade (wsi, 400, "bad_request", "only websocket upgrades");
-    if (lws_hdr_copy (wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || !streq (uri, "/ws"))
+    char *method_uri = NULL;
+    int method_uri_len = 0;
+    int method = lws_http_get_uri_and_method (wsi, &method_uri, &method_uri_len);
+    if (method_uri && method_uri_len > 0)
+        snprintf (uri, sizeof uri, "%.*s", method_uri_len, method_uri);
+    if (!streq (uri, "/ws"))
         return s_refuse_upgrade (wsi, 404, "not_found", "WebSocket endpoint is /ws");
+    if (method != LWSHUMETH_GET)
+        return s_refuse_upgrade (wsi, 405, "method_not_allowed", "a WebSocket upgrade is a GET");
     if (!s_origin_allowed (self, wsi))
         return s_refuse_upgrade (wsi, 403, "forbidden", "origin not allowed");
     session_t *session = s_request_session (self, wsi, hash);
@@ -860,6 +884,7 @@ s_ws_closed (self_t *self, pss_t *pss)
     if (!conn)
         return;
     chat_send (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_LEAVE, conn->id, conn->user_id, conn->nickname);
+    lws_sul_cancel (&conn->sul_close);
     chat_idmap_remove (&self->conns, conn->id);
     s_user_conns_add (self, conn->user_id, -1);
     s_address_conns_add (self, conn->address, -1);
@@ -1129,11 +1154,24 @@ s_handle_message_failed (self_t *self, chat_msg_t *m)
 }
 
 static void
+s_deferred_close (lws_sorted_usec_list_t *sul)
+{
+    ws_conn_t *conn = lws_container_of (sul, ws_conn_t, sul_close);
+    s_conn_close (conn, conn->deferred_code, conn->deferred_reason, true);
+}
+
+//  The client kept sending past rate_limited answers. Acknowledgements of
+//  its messages admitted just before may still be on their way through hub
+//  and persistence: close after a short grace, flushing what is queued
+static void
 s_handle_close_connection (self_t *self, chat_msg_t *m)
 {
     ws_conn_t *conn = s_conn (self, m->u [0]);
-    if (conn)
-        s_conn_close (conn, (uint16_t) m->u [1], m->s [2], true);
+    if (conn && !conn->close_code && !conn->deferred_code) {
+        conn->deferred_code = (uint16_t) m->u [1];
+        snprintf (conn->deferred_reason, sizeof conn->deferred_reason, "%s", m->s [2]);
+        lws_sul_schedule (self->context, 0, &conn->sul_close, s_deferred_close, 250 * LWS_US_PER_MS);
+    }
 }
 
 static void
@@ -1348,8 +1386,14 @@ s_self_destroy (self_t **self_p)
     if (self) {
         if (self->context)
             lws_context_destroy (self->context);    //  Closes every wsi (callbacks run)
-        if (self->loop_ready) {
-            //  Let lws finish closing its libuv handles, then close the loop
+        //  (when lws could not listen, the loop is left as it is: its close
+        //  callbacks point into lws's event-lib plugin, unloaded by now, and
+        //  the process is about to exit with the error)
+        if (self->loop_ready && self->vhost) {
+            //  Let lws finish closing its libuv handles; on a foreign loop
+            //  lws then needs a second destroy to free the context itself
+            uv_run (&self->loop, UV_RUN_DEFAULT);
+            lws_context_destroy (self->context);
             uv_run (&self->loop, UV_RUN_DEFAULT);
             if (uv_loop_close (&self->loop) != 0)
                 zsys_warning ("ws-front: event loop closed with handles open");
@@ -1399,10 +1443,15 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
         s_self_destroy (&self);
         return NULL;
     }
-    s_retry.secs_since_valid_ping = (uint16_t) cfg->websocket_ping_interval_s;
-    s_retry.secs_since_valid_hangup = (uint16_t) cfg->websocket_pong_timeout_s;
+    //  Ping after ping_interval_s without traffic, hang up after pong_timeout_s
+    self->keepalive.secs_since_valid_ping = (uint16_t) cfg->websocket_ping_interval_s;
+    self->keepalive.secs_since_valid_hangup = (uint16_t) cfg->websocket_pong_timeout_s;
 
-    lws_set_log_level (LLL_ERR, NULL);
+    //  [server] log_level sets how much libwebsockets says
+    const char *level = cfg->server_log_level;
+    int verbosity = streq (level, "debug") ? LLL_ERR | LLL_WARN | LLL_NOTICE | LLL_INFO
+                  : streq (level, "info") || streq (level, "warning") ? LLL_ERR | LLL_WARN
+                  : LLL_ERR;
     //  lws runs on our own libuv loop: epoll, so a wakeup costs the same
     //  with 100 connections as with 19,500 (the default loop polls them all)
     if (uv_loop_init (&self->loop) != 0) {
@@ -1419,22 +1468,37 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
     info.iface = cfg->server_bind;
     info.protocols = s_protocols;
     info.user = self;
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6
-                 | LWS_SERVER_OPTION_LIBUV;
-    info.retry_and_idle_policy = &s_retry;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_LIBUV
+                 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    //  [server] bind is an address: IPv4 listens on IPv4 only
+    unsigned char address [sizeof (struct in6_addr)];
+    if (inet_pton (AF_INET, cfg->server_bind, address) == 1)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    else
+    if (inet_pton (AF_INET6, cfg->server_bind, address) != 1) {
+        snprintf (error, size, "[server] bind: \"%s\" is not an IPv4 or IPv6 address", cfg->server_bind);
+        s_self_destroy (&self);
+        return NULL;
+    }
+    info.retry_and_idle_policy = &self->keepalive;
     info.timeout_secs = (unsigned) cfg->http_handshake_timeout_s;   //  Slow headers, bodies, handshakes
     info.timeout_secs_ah_idle = (unsigned) cfg->http_handshake_timeout_s;
     info.keepalive_timeout = cfg->http_idle_timeout_s;              //  Idle keep-alive connections
     info.pt_serv_buf_size = 64 * 1024;
     info.vhost_name = "chatd";
+    //  lws reports a failed bind in several lines of its own; chatd prints one
+    lws_set_log_level (0, NULL);
     self->context = lws_create_context (&info);
-    if (!self->context) {
-        snprintf (error, size, "ws-front: cannot listen on %s:%d", cfg->server_bind, cfg->server_port);
+    lws_set_log_level (verbosity, NULL);
+    self->vhost = self->context ? lws_get_vhost_by_name (self->context, "chatd") : NULL;
+    if (self->vhost && lws_get_vhost_listen_port (self->vhost) != cfg->server_port)
+        self->vhost = NULL;
+    if (!self->vhost) {
+        snprintf (error, size, "[server] port: cannot listen on %s port %d (in use, or not an address of this machine?)",
+                  cfg->server_bind, cfg->server_port);
         s_self_destroy (&self);
         return NULL;
     }
-    self->vhost = lws_get_vhost_by_name (self->context, "chatd");
-    assert (self->vhost);
     if (!s_adopt_zsock (self, self->inbox) || !s_adopt_zsock (self, pipe)) {
         snprintf (error, size, "ws-front: cannot watch its ZeroMQ sockets");
         s_self_destroy (&self);

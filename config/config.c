@@ -96,8 +96,8 @@ static const s_key_t s_keys [] = {
     S_INT (limits, max_connections_per_address, 1, 1000000, "1000"),
     S_INT (limits, max_queue_bytes, 1024, INT_MAX, "1048576"),
 
-    S_INT (websocket, ping_interval_s, 1, 86400, "54"),
-    S_INT (websocket, pong_timeout_s, 1, 86400, "60"),
+    S_INT (websocket, ping_interval_s, 1, 65535, "54"),
+    S_INT (websocket, pong_timeout_s, 1, 65535, "60"),
 };
 #define S_KEY_COUNT (sizeof s_keys / sizeof s_keys [0])
 
@@ -492,6 +492,11 @@ s_check (const chat_config_t *cfg, char *error, size_t size)
     if (strcmp (cfg->storage_backend, "postgres") == 0 && cfg->postgres_conninfo [0] == 0) {
         s_error (error, size, "postgres", "conninfo", NULL,
                  "must be set when [storage] backend is postgres");
+        return -1;
+    }
+    if (cfg->websocket_pong_timeout_s <= cfg->websocket_ping_interval_s) {
+        s_error (error, size, "websocket", "pong_timeout_s", NULL,
+                 "must be greater than [websocket] ping_interval_s");
         return -1;
     }
     return 0;

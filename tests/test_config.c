@@ -533,6 +533,16 @@ test_postgres_needs_conninfo (void **state)
 }
 
 static void
+test_pong_after_ping (void **state)
+{
+    fixture_t *f = (fixture_t *) *state;
+    s_load_fails (f, "[websocket]\nping_interval_s = 60\npong_timeout_s = 60\n",
+                  "[websocket] pong_timeout_s: must be greater than [websocket] ping_interval_s");
+    s_load_ok (f, "[websocket]\nping_interval_s = 1\npong_timeout_s = 2\n");
+    assert_int_equal (f->cfg.websocket_pong_timeout_s, 2);
+}
+
+static void
 test_unreadable_file (void **state)
 {
     fixture_t *f = (fixture_t *) *state;
@@ -711,6 +721,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_errors, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_file_errors, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_postgres_needs_conninfo, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_pong_after_ping, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_unreadable_file, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_load_string, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_load_string_errors, s_setup, s_teardown),

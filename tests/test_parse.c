@@ -162,10 +162,10 @@ test_frame_private_message (void **state)
     assert_string_equal (frame.client_id, "");
     assert_int_equal (frame.client_id_len, 0);
     chat_frame_release (&frame);
-    //  An empty client_id is allowed and is "no client_id"
+    //  An empty client_id is refused: it could not be told from none
     s_expect_kind ("{\"type\":\"private_message\",\"to_user_id\":3,\"content\":\"hi\",\"client_id\":\"\"}",
-                   CHAT_FRAME_PRIVATE_MESSAGE, &frame);
-    assert_int_equal (frame.client_id_len, 0);
+                   CHAT_FRAME_ERROR, &frame);
+    assert_string_equal (frame.error, "bad_request");
     chat_frame_release (&frame);
     //  Largest id
     s_expect_kind ("{\"type\":\"private_message\",\"to_user_id\":9223372036854775807,\"content\":\"hi\"}",

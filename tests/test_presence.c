@@ -226,7 +226,7 @@ test_users_listed_malformed (void **state)
         assert_int_equal (m->u [0], 90 + i);
         assert_int_equal (m->u [1], 500);
         json_t *body = json_loads (m->s [2], 0, NULL);
-        assert_string_equal (json_string_value (json_object_get (body, "error")), "internal");
+        assert_string_equal (json_string_value (json_object_get (body, "error")), "internal_error");
         assert_true (json_is_string (json_object_get (body, "message")));
         json_decref (body);
     }

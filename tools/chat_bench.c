@@ -1942,7 +1942,7 @@ s_usage (void)
         "  --server-pid PID     meter the server's CPU and RSS from /proc/PID\n"
         "  --http-parallel P    concurrent register/login clients (default 4)\n"
         "  --connect-parallel C concurrent WebSocket handshakes (default 128)\n"
-        "  --conns-per-ip K     sockets per 127.0.0.x source address (default 20000)\n"
+        "  --conns-per-ip K     sockets per 127.0.0.x source address (default 1000)\n"
         "  --setup-timeout S    longest login/connect phase (default 1800)\n"
         "  --json               one JSON line instead of a table\n"
         "  --progress           one line per second on stderr\n");
@@ -2012,7 +2012,7 @@ s_parse_args (options_t *opt, int argc, char **argv)
     opt->history_limit = 50;
     opt->http_parallel = 4;
     opt->connect_parallel = 128;
-    opt->conns_per_ip = 20000;
+    opt->conns_per_ip = 1000;
     opt->setup_timeout = 1800;
     int ch;
     while ((ch = getopt_long (argc, argv, "h", longopts, NULL)) != -1) {

@@ -18,6 +18,7 @@ nicknames. Standard library + python3-websockets 10.4 only.
 
 import argparse
 import asyncio
+import base64
 import functools
 import json
 import os
@@ -33,6 +34,8 @@ import time
 import unittest
 
 sys.path.insert (0, os.path.dirname (os.path.abspath (__file__)))
+
+import websockets  # noqa: E402  (Debian's python3-websockets)
 
 from harness import (CONFIG, ws_upgrade, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
                      Client, PgControl, RawWS, Server, check_message, check_timestamp,
@@ -485,6 +488,46 @@ class ApiTests (ServerCase):
         c = await self.connect (u, origin=self.own_origin ())
         self.assertEqual (c.first ["type"], "online_users")
 
+    def raw_upgrade (self, request):
+        """Send a raw upgrade request; the answer's status line and body."""
+        with socket.create_connection (("127.0.0.1", self.port), 10) as s:
+            s.sendall (request.encode ())
+            data = b""
+            while True:
+                chunk = s.recv (4096)
+                if not chunk or b"\r\n\r\n" in data + chunk and not data.startswith (b"HTTP/1.1 4"):
+                    data += chunk
+                    break
+                data += chunk
+            return data.decode ("latin-1")
+
+    def test_ws_upgrade_details (self):
+        u = self.user ()
+        key = base64.b64encode (os.urandom (16)).decode ()
+        base = ("Host: 127.0.0.1:%d\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                "Sec-WebSocket-Version: 13\r\n" % (self.port, key))
+        #  refusals are HTTP/1.1, so every client library can read them
+        answer = self.raw_upgrade ("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n" + base + "\r\n")
+        self.assertTrue (answer.startswith ("HTTP/1.1 401 "), answer [:80])
+        self.assertIn ('"error":"unauthorized"', answer)
+        #  the Upgrade value is case-insensitive
+        answer = self.raw_upgrade ("GET /ws HTTP/1.1\r\nUpgrade: WebSocket\r\n" + base
+                                   + "Cookie: session=%s\r\n\r\n" % u.cookie)
+        self.assertTrue (answer.startswith ("HTTP/1.1 101"), answer [:80])
+        #  an upgrade is a GET
+        answer = self.raw_upgrade ("POST /ws HTTP/1.1\r\nUpgrade: websocket\r\nContent-Length: 0\r\n" + base
+                                   + "Cookie: session=%s\r\n\r\n" % u.cookie)
+        self.assertTrue (answer.startswith ("HTTP/1.1 405 "), answer [:80])
+
+    def test_python_websockets_reads_refusals (self):
+        async def attempt ():
+            try:
+                await websockets.connect ("ws://127.0.0.1:%d/ws" % self.port)
+            except websockets.exceptions.InvalidStatusCode as e:
+                return e.status_code
+            return 101
+        self.assertEqual (asyncio.run (attempt ()), 401)
+
     def test_ws_without_upgrade (self):
         u = self.user ()
         self.assert_error (self.http ("GET", "/ws"), 401, "unauthorized", "GET /ws, no cookie")
@@ -919,7 +962,7 @@ class WsTests (ServerCase):
             {"to_user_id": None}, {"to_user_id": str (b.user_id)}, {"to_user_id": b.user_id + 0.5},
             {"to_user_id": True}, {"to_user_id": [b.user_id]},
             {"content": None}, {"content": 5}, {"content": ["x"]}, {"content": {"text": "x"}},
-            {"client_id": 5}, {"client_id": ["c"]}, {"client_id": "x" * 65}, {"client_id": "é" * 32 + "a"},
+            {"client_id": 5}, {"client_id": ["c"]}, {"client_id": "x" * 65}, {"client_id": ""}, {"client_id": "é" * 32 + "a"},
         ]
         frames = [dict (base, **c) for c in cases]
         for key in ("to_user_id", "content"):
@@ -1552,6 +1595,26 @@ class ConfigTests (unittest.TestCase):
         rc, out = self.run_chatd (["-c", path], cwd=d)
         self.assertNotEqual (rc, 0, out)
         self.assertTrue ([l for l in out.splitlines () if "rate_limit" in l and "messages_per_second" in l], out)
+
+    def test_one_line_errors_for_bind_port_and_database (self):
+        def one_line (env, section, key):
+            rc, out = self.run_chatd ([], env)
+            self.assertEqual (rc, 1, out)
+            #  informational log lines (I:) aside, the error is one line
+            lines = [l for l in out.splitlines () if l.strip () and not l.startswith ("I: ")]
+            self.assertEqual (len (lines), 1, "expected one line, got:\n%s" % out)
+            self.assertIn ("[%s] %s" % (section, key), lines [0])
+        one_line ({"CHAT_SERVER_BIND": "localhost", "CHAT_SERVER_PORT": str (free_port ())}, "server", "bind")
+        one_line ({"CHAT_SERVER_BIND": "10.255.255.1", "CHAT_SERVER_PORT": str (free_port ())}, "server", "port")
+        one_line ({"CHAT_SQLITE_PATH": "/nonexistent/dir/chat.db", "CHAT_SERVER_PORT": str (free_port ())},
+                  "sqlite", "path")
+        one_line ({"CHAT_WEBSOCKET_PING_INTERVAL_S": "60", "CHAT_WEBSOCKET_PONG_TIMEOUT_S": "30"},
+                  "websocket", "pong_timeout_s")
+        #  a port already taken
+        with socket.socket () as taken:
+            taken.bind (("127.0.0.1", 0))
+            taken.listen (1)
+            one_line ({"CHAT_SERVER_PORT": str (taken.getsockname () [1])}, "server", "port")
 
     def test_unreadable_config_file (self):
         rc, out = self.run_chatd (["-c", "/nonexistent/chatd.ini"], {"CHAT_SERVER_PORT": str (free_port ())})
