@@ -146,8 +146,12 @@ static int s_callback (struct lws *wsi, enum lws_callback_reasons reason,
                        void *user, void *in, size_t len);
 
 static const struct lws_protocols s_protocols [] = {
-    //  One protocol serves HTTP, WebSocket, and the adopted ZeroMQ fds
-    { "chatd", s_callback, sizeof (pss_t), 65536, 0, NULL, 0 },
+    //  One protocol serves HTTP, WebSocket, and the adopted ZeroMQ fds.
+    //  lws gives each connection a receive buffer of rx_buffer_size: 4 KiB
+    //  keeps an idle connection small (larger frames arrive in pieces and
+    //  are reassembled here); tx_packet_size lets a large frame go out in
+    //  one send
+    { "chatd", s_callback, sizeof (pss_t), 4096, 0, NULL, 65536 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
