@@ -33,6 +33,10 @@
 #include <sodium.h>
 #include <uv.h>
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <inttypes.h>
 #include <strings.h>
 
@@ -71,6 +75,8 @@ typedef struct ws_conn_t {
     lws_sorted_usec_list_t sul_close;   //  Deferred close (rate limit)
     uint16_t deferred_code;             //  Its code, reason in deferred_reason
     char deferred_reason [64];
+    unsigned inflight;                  //  Private messages sent on, not yet answered
+    bool paused;                        //  Reading stopped until answers catch up
     unsigned char *rx;                  //  Message being reassembled
     size_t rx_len, rx_cap;              //  Its length and capacity
     struct ws_conn_t *prev, *next;      //  All WebSocket connections
@@ -953,6 +959,27 @@ s_ws_writeable (ws_conn_t *conn)
 //  --------------------------------------------------------------------------
 //  WebSocket: client frames
 
+//  Back-pressure: a connection with max_inflight_per_connection messages
+//  unanswered is not read until half of them are answered, so a fast sender
+//  is slowed by TCP instead of filling the actors' queues
+static void
+s_inflight_add (self_t *self, ws_conn_t *conn, int delta)
+{
+    unsigned limit = (unsigned) self->cfg.limits_max_inflight_per_connection;
+    if (delta < 0 && conn->inflight == 0)
+        return;
+    conn->inflight = (unsigned) ((int) conn->inflight + delta);
+    if (!conn->paused && conn->inflight >= limit) {
+        conn->paused = true;
+        lws_rx_flow_control (conn->wsi, 0);
+    }
+    else
+    if (conn->paused && conn->inflight <= limit / 2) {
+        conn->paused = false;
+        lws_rx_flow_control (conn->wsi, 1);
+    }
+}
+
 //  One complete text message from a client: parse, then answer or send on
 static void
 s_ws_message (self_t *self, ws_conn_t *conn, const unsigned char *data, size_t len)
@@ -967,6 +994,7 @@ s_ws_message (self_t *self, ws_conn_t *conn, const unsigned char *data, size_t l
             chat_sendn (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_PRIVATE_MESSAGE,
                         conn->id, conn->user_id, nickname, strlen (nickname), frame.to_user_id,
                         frame.client_id, frame.client_id_len, frame.content, frame.content_len);
+            s_inflight_add (self, conn, 1);
             break;
         case CHAT_FRAME_TYPING:
             chat_send (self->outbox, CHAT_ACTOR_RATE_LIMITER, CHAT_CMD_TYPING, conn->id,
@@ -1145,6 +1173,7 @@ s_handle_deliver_message (self_t *self, chat_msg_t *m)
         s_json_key_string (self, "timestamp", m->s [8], m->len [8]);
         s_json_key_bool (self, "online", m->u [9] != 0);
         s_send_frame (self, origin, s_json_frame (self));
+        s_inflight_add (self, origin, -1);
     }
     self->messages_acknowledged++;
 }
@@ -1153,8 +1182,10 @@ static void
 s_handle_message_failed (self_t *self, chat_msg_t *m)
 {
     ws_conn_t *conn = s_conn (self, m->u [0]);
-    if (conn)
+    if (conn) {
         s_send_message_failed (self, conn, m->s [1], m->len [1], m->u [2], m->s [3], m->s [4], m->u [5]);
+        s_inflight_add (self, conn, -1);
+    }
 }
 
 static void
@@ -1308,6 +1339,46 @@ s_drain_pipe (self_t *self)
         uv_stop (&self->loop);
 }
 
+//  Whether bind:port can be listened on, tried before lws is started: a
+//  context whose listen failed cannot be torn down cleanly on a foreign loop
+static int
+s_can_listen (const char *bind_address, int port, char *error, size_t size)
+{
+    struct sockaddr_storage address;
+    memset (&address, 0, sizeof address);
+    socklen_t length;
+    struct sockaddr_in *v4 = (struct sockaddr_in *) &address;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *) &address;
+    if (inet_pton (AF_INET, bind_address, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons ((uint16_t) port);
+        length = sizeof *v4;
+    }
+    else
+    if (inet_pton (AF_INET6, bind_address, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons ((uint16_t) port);
+        length = sizeof *v6;
+    }
+    else {
+        snprintf (error, size, "[server] bind: \"%s\" is not an IPv4 or IPv6 address", bind_address);
+        return -1;
+    }
+    int fd = socket (address.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int on = 1;
+    int rc = fd < 0 ? -1 : 0;
+    if (rc == 0)
+        setsockopt (fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (rc == 0 && bind (fd, (struct sockaddr *) &address, length) != 0)
+        rc = -1;
+    if (rc != 0)
+        snprintf (error, size, "[server] port: cannot listen on %s port %d: %s",
+                  bind_address, port, strerror (errno));
+    if (fd >= 0)
+        close (fd);
+    return rc;
+}
+
 //  Adopt a dup of a ZeroMQ socket's fd into the lws loop (see shared notes)
 static struct lws *
 s_adopt_zsock (self_t *self, zsock_t *sock)
@@ -1393,6 +1464,9 @@ s_self_destroy (self_t **self_p)
         //  (when lws could not listen, the loop is left as it is: its close
         //  callbacks point into lws's event-lib plugin, unloaded by now, and
         //  the process is about to exit with the error)
+        if (self->loop_ready && !self->context)
+            uv_loop_close (&self->loop);        //  Nothing of lws's on it
+        else
         if (self->loop_ready && self->vhost) {
             //  Let lws finish closing its libuv handles; on a foreign loop
             //  lws then needs a second destroy to free the context itself
@@ -1478,9 +1552,7 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
     unsigned char address [sizeof (struct in6_addr)];
     if (inet_pton (AF_INET, cfg->server_bind, address) == 1)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-    else
-    if (inet_pton (AF_INET6, cfg->server_bind, address) != 1) {
-        snprintf (error, size, "[server] bind: \"%s\" is not an IPv4 or IPv6 address", cfg->server_bind);
+    if (s_can_listen (cfg->server_bind, cfg->server_port, error, size) != 0) {
         s_self_destroy (&self);
         return NULL;
     }

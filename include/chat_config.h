@@ -67,6 +67,7 @@ typedef struct {
     int limits_max_connections_per_user; // WebSockets per user
     int limits_max_connections_per_address; // WebSockets per client address
     int limits_max_queue_bytes;         //  Unsent bytes per connection before close
+    int limits_max_inflight_per_connection; //  Unanswered messages before reading pauses
 
     //  [websocket]
     int websocket_ping_interval_s;      //  Ping period

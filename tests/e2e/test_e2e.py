@@ -1368,6 +1368,31 @@ class WsTests (ServerCase):
 # ---------------------------------------------------------------------------
 #   Limits
 
+class BackPressureTests (ServerCase):
+    server_env = dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT, CHAT_LIMITS_MAX_INFLIGHT_PER_CONNECTION="4")
+
+    @atest (timeout=60)
+    async def test_a_fast_sender_is_slowed_not_dropped (self):
+        """With 4 unanswered messages allowed, a client that pipelines 300
+        is read only as answers come back: every message is still stored
+        and acknowledged once, in order."""
+        a, b = self.user (), self.user ()
+        wa, wb = await self.connect (a), await self.connect (b)
+        n = 300
+        for i in range (n):
+            await wa.send ({"type": "private_message", "to_user_id": b.user_id,
+                            "content": "bp %d" % i, "client_id": "bp-%d" % i})
+        acks = [await wa.expect ("message_delivered", timeout=20) for _ in range (n)]
+        self.assertEqual ([x ["client_id"] for x in acks], ["bp-%d" % i for i in range (n)])
+        ids = [x ["message_id"] for x in acks]
+        self.assertEqual (ids, sorted (ids))
+        self.assertEqual (len (set (ids)), n)
+        stored = [m for m in await sync_all (wb) if m ["from_user_id"] == a.user_id]
+        self.assertEqual ([m ["content"] for m in stored], ["bp %d" % i for i in range (n)])
+        #  the connection is usable afterwards
+        await wa.pm_ok (b.user_id, "after the flood")
+
+
 class RateLimitTests (ServerCase):
     server_env = dict (NO_LOGIN_LIMIT, CHAT_RATE_LIMIT_MESSAGES_PER_SECOND="1", CHAT_RATE_LIMIT_BURST="3",
                        CHAT_RATE_LIMIT_CLOSE_AFTER="3")
