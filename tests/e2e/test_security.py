@@ -82,6 +82,15 @@ def test_failed (test):
     return o is None or not getattr (o, "success", False)
 
 
+
+def s_sanitized (binary):
+    """Whether the chatd binary is built with AddressSanitizer."""
+    try:
+        out = subprocess.run (["ldd", binary], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libasan" in out
+
 class ServerCase (unittest.TestCase):
     """A test class with one chatd shared by its tests."""
     server_env = {}
@@ -920,11 +929,15 @@ class SlowReaderTests (ServerCase):
             if CONFIG ["verbose"]:
                 print ("    slow reader: VmRSS %d -> peak %d KiB, RssAnon %d -> peak %d KiB, %d MB sent to it"
                        % (rss0, peaks [0], anon0, peaks [1], mb))
-            #  VmRSS also counts the database pages SQLite maps (mmap_size)
-            self.assertLess (peaks [1] - anon0, 12 * 1024, "heap (RssAnon) grew by %d KiB while %d MB went "
-                             "to a client that does not read" % (peaks [1] - anon0, mb))
-            self.assertLess (peaks [0] - rss0, 40 * 1024, "VmRSS grew by %d KiB while %d MB went to a "
-                             "client that does not read" % (peaks [0] - rss0, mb))
+            #  VmRSS also counts the database pages SQLite maps (mmap_size).
+            #  Under AddressSanitizer freed memory sits in its quarantine (up
+            #  to 256 MB), so RSS says nothing there; the disconnect above is
+            #  still checked
+            if not s_sanitized (CONFIG ["chatd"]):
+                self.assertLess (peaks [1] - anon0, 12 * 1024, "heap (RssAnon) grew by %d KiB while %d MB "
+                                 "went to a client that does not read" % (peaks [1] - anon0, mb))
+                self.assertLess (peaks [0] - rss0, 40 * 1024, "VmRSS grew by %d KiB while %d MB went to a "
+                                 "client that does not read" % (peaks [0] - rss0, mb))
             #  what it could not read was still stored
             reader.cookie = login (self.port, reader.nickname)
             wr = await self.connect (reader, "reader again")
