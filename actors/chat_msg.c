@@ -454,6 +454,42 @@ chat_actor_started (zactor_t *actor, char *error, size_t size)
 
 
 //  --------------------------------------------------------------------------
+//  Serving
+
+void
+chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
+                  chat_handler_fn *handler, void *self)
+{
+    zpoller_t *poller = zpoller_new (pipe, inbox, NULL);
+    assert (poller);
+    zpoller_set_nonstop (poller, true);
+    bool terminated = false;
+    while (!terminated) {
+        void *which = zpoller_wait (poller, -1);
+        if (which == pipe) {
+            char *command = zstr_recv (pipe);
+            terminated = !command || streq (command, "$TERM");
+            zstr_free (&command);
+        }
+        else
+        if (which == inbox) {
+            for (int count = 0; count < 1000; count++) {
+                int rc = chat_msg_recv (inbox, msg, true);
+                if (rc == 1)
+                    break;              //  Nothing more waiting
+                if (rc == 0)
+                    handler (self, msg);
+            }
+        }
+        else
+        if (zmq_errno () == ETERM)
+            break;                      //  Context terminated
+    }
+    zpoller_destroy (&poller);
+}
+
+
+//  --------------------------------------------------------------------------
 //  Connection id lists
 
 bool

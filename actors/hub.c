@@ -11,8 +11,8 @@
         rate-limiter > typing                    > hub > deliver_typing  > ws-front
         persistence  > messages_read             > hub > deliver_read    > ws-front
 
-    The table is an open-addressing hash (linear probing, backward-shift
-    deletion) from user id to a small growable array of connection ids.
+    The table maps user id to a small growable array of connection ids
+    (chat_idmap: open addressing, no allocation per lookup).
     Lists of connection ids are built into one reused buffer, so routing a
     message allocates nothing beyond what the codec needs.
     =========================================================================
@@ -20,12 +20,12 @@
 
 #include "chat_actors.h"
 #include "chat_config.h"
+#include "chat_idmap.h"
 #include "chat_msg.h"
 #include <inttypes.h>
 
 //  One user's connections
 typedef struct {
-    uint64_t user_id;                   //  0 = free slot
     uint64_t *conns;                    //  Connection ids, unordered
     size_t count;                       //  Connections in use
     size_t cap;                         //  Capacity of conns
@@ -36,62 +36,20 @@ typedef struct {
     zsock_t *inbox;                     //  Our PULL inbox (inproc://chatd-hub)
     chat_outbox_t *outbox;              //  PUSH sockets to presence, persistence, ws-front
     chat_msg_t msg;                     //  Last message received, decoded
-    s_route_t *routes;                  //  Open-addressing table, size is a power of 2
-    size_t slots;                       //  Number of slots in routes
-    size_t users;                       //  Slots in use
+    chat_idmap_t routes;                //  user_id -> s_route_t
     char *ids;                          //  Reused buffer for conn_ids lists
     size_t ids_cap;                     //  Capacity of ids
     size_t ids_len;                     //  Length of the list in ids
 } self_t;
 
-#define S_INITIAL_SLOTS 256
-
 
 //  --------------------------------------------------------------------------
 //  Routing table
 
-static inline size_t
-s_hash (uint64_t key)
-{
-    //  splitmix64 finaliser: ids are sequential, spread them out
-    key ^= key >> 30;
-    key *= 0xbf58476d1ce4e5b9ULL;
-    key ^= key >> 27;
-    key *= 0x94d049bb133111ebULL;
-    key ^= key >> 31;
-    return (size_t) key;
-}
-
-//  Slot holding user_id, or the free slot where it would go
-static size_t
-s_slot (self_t *self, uint64_t user_id)
-{
-    size_t mask = self->slots - 1;
-    size_t index = s_hash (user_id) & mask;
-    while (self->routes [index].user_id && self->routes [index].user_id != user_id)
-        index = (index + 1) & mask;
-    return index;
-}
-
 static s_route_t *
 s_route_find (self_t *self, uint64_t user_id)
 {
-    s_route_t *route = &self->routes [s_slot (self, user_id)];
-    return route->user_id ? route : NULL;
-}
-
-static void
-s_table_grow (self_t *self)
-{
-    s_route_t *old = self->routes;
-    size_t old_slots = self->slots;
-    self->slots = old_slots * 2;
-    self->routes = (s_route_t *) zmalloc (self->slots * sizeof (s_route_t));
-    assert (self->routes);
-    for (size_t i = 0; i < old_slots; i++)
-        if (old [i].user_id)
-            self->routes [s_slot (self, old [i].user_id)] = old [i];
-    free (old);
+    return user_id ? (s_route_t *) chat_idmap_get (&self->routes, user_id) : NULL;
 }
 
 //  Find or create the route of user_id
@@ -99,40 +57,24 @@ static s_route_t *
 s_route_require (self_t *self, uint64_t user_id)
 {
     assert (user_id);
-    if ((self->users + 1) * 10 > self->slots * 7)
-        s_table_grow (self);
-    s_route_t *route = &self->routes [s_slot (self, user_id)];
-    if (!route->user_id) {
-        route->user_id = user_id;
-        self->users++;
+    s_route_t *route = s_route_find (self, user_id);
+    if (!route) {
+        route = (s_route_t *) zmalloc (sizeof (s_route_t));
+        assert (route);
+        if (chat_idmap_put (&self->routes, user_id, route) != 0)
+            assert (false);             //  Out of memory
     }
     return route;
 }
 
-//  Remove a route, keeping every probe chain unbroken (backward shift)
 static void
-s_route_remove (self_t *self, s_route_t *route)
+s_route_remove (self_t *self, uint64_t user_id)
 {
-    size_t mask = self->slots - 1;
-    size_t hole = (size_t) (route - self->routes);
-    free (route->conns);
-    size_t next = hole;
-    while (true) {
-        next = (next + 1) & mask;
-        if (!self->routes [next].user_id)
-            break;
-        size_t home = s_hash (self->routes [next].user_id) & mask;
-        //  Move the entry into the hole unless its home lies cyclically
-        //  in (hole, next]
-        bool stays = hole <= next? (home > hole && home <= next)
-                                 : (home > hole || home <= next);
-        if (!stays) {
-            self->routes [hole] = self->routes [next];
-            hole = next;
-        }
+    s_route_t *route = (s_route_t *) chat_idmap_remove (&self->routes, user_id);
+    if (route) {
+        free (route->conns);
+        free (route);
     }
-    memset (&self->routes [hole], 0, sizeof (s_route_t));
-    self->users--;
 }
 
 static void
@@ -208,9 +150,7 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg)
     self->inbox = chat_inbox_new (CHAT_ACTOR_HUB);
     self->outbox = chat_outbox_new (CHAT_ACTOR_HUB, cfg->server_tap);
     chat_msg_init (&self->msg);
-    self->slots = S_INITIAL_SLOTS;
-    self->routes = (s_route_t *) zmalloc (self->slots * sizeof (s_route_t));
-    assert (self->routes);
+    chat_idmap_init (&self->routes);
     self->ids_cap = 256;
     self->ids = (char *) malloc (self->ids_cap);
     assert (self->ids);
@@ -224,9 +164,14 @@ s_self_destroy (self_t **self_p)
     assert (self_p);
     self_t *self = *self_p;
     if (self) {
-        for (size_t i = 0; i < self->slots; i++)
-            free (self->routes [i].conns);
-        free (self->routes);
+        size_t cursor = 0;
+        uint64_t user_id;
+        void *route;
+        while (chat_idmap_next (&self->routes, &cursor, &user_id, &route)) {
+            free (((s_route_t *) route)->conns);
+            free (route);
+        }
+        chat_idmap_release (&self->routes);
         free (self->ids);
         chat_msg_release (&self->msg);
         chat_outbox_destroy (&self->outbox);
@@ -256,9 +201,9 @@ s_handle_join (self_t *self, chat_msg_t *m)
 static void
 s_handle_leave (self_t *self, chat_msg_t *m)
 {
-    s_route_t *route = m->u [1]? s_route_find (self, m->u [1]): NULL;
+    s_route_t *route = s_route_find (self, m->u [1]);
     if (route && s_route_remove_conn (route, m->u [0]))
-        s_route_remove (self, route);
+        s_route_remove (self, m->u [1]);
     chat_sendn (self->outbox, CHAT_ACTOR_PRESENCE, CHAT_CMD_LEAVE,
                 m->u [0], m->u [1], m->s [2], m->len [2]);
 }
@@ -324,8 +269,9 @@ s_handle_messages_read (self_t *self, chat_msg_t *m)
 }
 
 static void
-s_dispatch (self_t *self, chat_msg_t *m)
+s_dispatch (void *self_, chat_msg_t *m)
 {
+    self_t *self = (self_t *) self_;
     switch (m->cmd) {
         case CHAT_CMD_JOIN:             s_handle_join (self, m); break;
         case CHAT_CMD_LEAVE:            s_handle_leave (self, m); break;
@@ -338,20 +284,6 @@ s_dispatch (self_t *self, chat_msg_t *m)
             break;
     }
 }
-
-//  Handle what is waiting in the inbox (bounded, so $TERM is not starved)
-static void
-s_drain_inbox (self_t *self)
-{
-    for (int count = 0; count < 1000; count++) {
-        int rc = chat_msg_recv (self->inbox, &self->msg, true);
-        if (rc == 1)
-            break;              //  Nothing more waiting
-        if (rc == 0)
-            s_dispatch (self, &self->msg);
-    }
-}
-
 
 //  --------------------------------------------------------------------------
 //  The actor
@@ -369,25 +301,6 @@ chat_hub_actor (zsock_t *pipe, void *config)
     }
     chat_actor_report (pipe, NULL);
 
-    //  We stop on $TERM only: chatd.c orders the shutdown
-    zpoller_t *poller = zpoller_new (pipe, self->inbox, NULL);
-    assert (poller);
-    zpoller_set_nonstop (poller, true);
-    bool terminated = false;
-    while (!terminated) {
-        void *which = zpoller_wait (poller, -1);
-        if (which == pipe) {
-            char *command = zstr_recv (pipe);
-            terminated = !command || streq (command, "$TERM");
-            zstr_free (&command);
-        }
-        else
-        if (which == self->inbox)
-            s_drain_inbox (self);
-        else
-        if (zmq_errno () == ETERM)
-            break;              //  Context terminated
-    }
-    zpoller_destroy (&poller);
+    chat_actor_serve (pipe, self->inbox, &self->msg, s_dispatch, self);
     s_self_destroy (&self);
 }

@@ -249,8 +249,9 @@ s_handle_users_listed (self_t *self, chat_msg_t *m)
 }
 
 static void
-s_dispatch (self_t *self, chat_msg_t *m)
+s_dispatch (void *self_, chat_msg_t *m)
 {
+    self_t *self = (self_t *) self_;
     switch (m->cmd) {
         case CHAT_CMD_JOIN:         s_handle_join (self, m); break;
         case CHAT_CMD_LEAVE:        s_handle_leave (self, m); break;
@@ -260,20 +261,6 @@ s_dispatch (self_t *self, chat_msg_t *m)
             break;
     }
 }
-
-//  Handle what is waiting in the inbox (bounded, so $TERM is not starved)
-static void
-s_drain_inbox (self_t *self)
-{
-    for (int count = 0; count < 1000; count++) {
-        int rc = chat_msg_recv (self->inbox, &self->msg, true);
-        if (rc == 1)
-            break;              //  Nothing more waiting
-        if (rc == 0)
-            s_dispatch (self, &self->msg);
-    }
-}
-
 
 //  --------------------------------------------------------------------------
 //  The actor
@@ -291,25 +278,6 @@ chat_presence_actor (zsock_t *pipe, void *config)
     }
     chat_actor_report (pipe, NULL);
 
-    //  We stop on $TERM only: chatd.c orders the shutdown
-    zpoller_t *poller = zpoller_new (pipe, self->inbox, NULL);
-    assert (poller);
-    zpoller_set_nonstop (poller, true);
-    bool terminated = false;
-    while (!terminated) {
-        void *which = zpoller_wait (poller, -1);
-        if (which == pipe) {
-            char *command = zstr_recv (pipe);
-            terminated = !command || streq (command, "$TERM");
-            zstr_free (&command);
-        }
-        else
-        if (which == self->inbox)
-            s_drain_inbox (self);
-        else
-        if (zmq_errno () == ETERM)
-            break;              //  Context terminated
-    }
-    zpoller_destroy (&poller);
+    chat_actor_serve (pipe, self->inbox, &self->msg, s_dispatch, self);
     s_self_destroy (&self);
 }

@@ -181,6 +181,15 @@ zsock_t *chat_outbox_socket (chat_outbox_t *self, chat_actor_t to);
 int chat_actor_report (zsock_t *pipe, const char *error);   //  NULL = ready
 int chat_actor_started (zactor_t *actor, char *error, size_t size);
 
+//  --- Serving -------------------------------------------------------------
+//  The loop of an actor that only reacts to messages: sleep on the pipe and
+//  the inbox, drain the inbox in bounded batches (so $TERM is never
+//  starved), call handler for each message; return on $TERM. Signals do
+//  not stop it: chatd.c orders the shutdown.
+typedef void (chat_handler_fn) (void *self, chat_msg_t *msg);
+void chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
+                       chat_handler_fn *handler, void *self);
+
 //  --- Connection id lists ("conn_ids" fields): comma-separated decimal -----
 //  Iterate: const char *p = list; uint64_t id; while (chat_ids_next (&p, &id)) ...
 bool chat_ids_next (const char **cursor, uint64_t *id);
