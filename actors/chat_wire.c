@@ -11,6 +11,7 @@
 #include "chat_wire.h"
 #include <assert.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -141,6 +142,126 @@ chat_message_json (const chat_message_t *message)
     ||  json_object_set_new (object, "is_read", json_boolean (message->is_read)))
         json_decref (object), object = NULL;
     return object;
+}
+
+
+//  --------------------------------------------------------------------------
+//  JSON writer
+
+static void
+s_json_reserve (chat_json_t *json, size_t more)
+{
+    if (json->len + more > json->cap) {
+        size_t cap = json->cap ? json->cap : 1024;
+        while (cap < json->len + more)
+            cap *= 2;
+        char *data = (char *) realloc (json->data, cap);
+        assert (data);
+        json->data = data;
+        json->cap = cap;
+    }
+}
+
+void
+chat_json_release (chat_json_t *json)
+{
+    free (json->data);
+    json->data = NULL;
+    json->len = json->cap = 0;
+}
+
+void
+chat_json_raw (chat_json_t *json, const char *text, size_t len)
+{
+    s_json_reserve (json, len);
+    if (len)
+        memcpy (json->data + json->len, text, len);
+    json->len += len;
+}
+
+void
+chat_json_lit (chat_json_t *json, const char *text)
+{
+    chat_json_raw (json, text, strlen (text));
+}
+
+void
+chat_json_string (chat_json_t *json, const char *text, size_t len)
+{
+    static const char hex [] = "0123456789abcdef";
+    s_json_reserve (json, len * 6 + 2);
+    char *out = json->data + json->len;
+    *out++ = '"';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) text [i];
+        if (c == '"' || c == '\\') {
+            *out++ = '\\';
+            *out++ = (char) c;
+        }
+        else
+        if (c < 0x20) {
+            const char *short_ = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
+            if (short_) {
+                memcpy (out, short_, 2);
+                out += 2;
+            }
+            else {
+                memcpy (out, "\\u00", 4);
+                out [4] = hex [c >> 4];
+                out [5] = hex [c & 15];
+                out += 6;
+            }
+        }
+        else
+            *out++ = (char) c;
+    }
+    *out++ = '"';
+    json->len = (size_t) (out - json->data);
+}
+
+void
+chat_json_u64 (chat_json_t *json, uint64_t value)
+{
+    char digits [24];
+    char *p = digits + sizeof digits;
+    do
+        *--p = (char) ('0' + value % 10);
+    while (value /= 10);
+    chat_json_raw (json, p, (size_t) (digits + sizeof digits - p));
+}
+
+void
+chat_json_key (chat_json_t *json, const char *key)
+{
+    bool first = json->len == 0 || json->data [json->len - 1] == '{';
+    if (!first)
+        chat_json_raw (json, ",", 1);
+    chat_json_string (json, key, strlen (key));
+    chat_json_raw (json, ":", 1);
+}
+
+void
+chat_json_message (chat_json_t *json, const chat_message_t *message)
+{
+    char timestamp [CHAT_TIMESTAMP_SIZE];
+    chat_timestamp_format (message->created_ms, timestamp, sizeof timestamp);
+    chat_json_lit (json, "{");
+    chat_json_key (json, "message_id");
+    chat_json_u64 (json, (uint64_t) message->id);
+    chat_json_key (json, "from_user_id");
+    chat_json_u64 (json, (uint64_t) message->from_user_id);
+    chat_json_key (json, "to_user_id");
+    chat_json_u64 (json, (uint64_t) message->to_user_id);
+    chat_json_key (json, "nickname");
+    chat_json_string (json, message->nickname ? message->nickname : "",
+                      message->nickname ? strlen (message->nickname) : 0);
+    chat_json_key (json, "content");
+    chat_json_string (json, message->content ? message->content : "",
+                      message->content ? message->content_len : 0);
+    chat_json_key (json, "timestamp");
+    chat_json_string (json, timestamp, strlen (timestamp));
+    chat_json_key (json, "is_read");
+    chat_json_lit (json, message->is_read ? "true}" : "false}");
 }
 
 

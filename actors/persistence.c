@@ -90,6 +90,7 @@ typedef struct {
     int ping_timer;                     //  zloop id of the pending ping, or -1
     int ping_delay_ms;                  //  Its current back-off
     bool terminated;                    //  $TERM received
+    chat_json_t json;                   //  Reused buffer for history and sync pages
 } self_t;
 
 
@@ -164,6 +165,7 @@ s_self_destroy (self_t **self_p)
         free (self->messages);
         free (self->results);
         free (self->duplicates);
+        chat_json_release (&self->json);
         if (self->db)
             self->ops->close (&self->db);
         chat_outbox_destroy (&self->outbox);
@@ -392,7 +394,11 @@ s_http_unavailable (self_t *self, uint64_t req_id)
 static void
 s_collect_message (const chat_message_t *message, void *ctx)
 {
-    json_array_append_new ((json_t *) ctx, chat_message_json (message));
+    //  Into a JSON array being written: "[" then objects separated by ","
+    chat_json_t *json = (chat_json_t *) ctx;
+    if (json->len > 1)
+        chat_json_raw (json, ",", 1);
+    chat_json_message (json, message);
 }
 
 static uint64_t
@@ -405,45 +411,43 @@ s_clamp (uint64_t limit, uint64_t fallback, uint64_t max)
 static void
 s_handle_load_history (self_t *self, chat_msg_t *m)
 {
-    json_t *messages = json_array ();
     bool has_more = false;
     int limit = (int) s_clamp (m->u [4], S_HISTORY_DEFAULT, S_HISTORY_MAX);
+    self->json.len = 0;
+    chat_json_raw (&self->json, "[", 1);
     int rc = self->ops->history (self->db, (int64_t) m->u [1], (int64_t) m->u [2],
-                                 (int64_t) m->u [3], limit, s_collect_message, messages,
+                                 (int64_t) m->u [3], limit, s_collect_message, &self->json,
                                  &has_more);
-    char *text = rc == CHAT_DB_OK? json_dumps (messages, JSON_COMPACT): NULL;
-    if (text) {
+    chat_json_raw (&self->json, "]", 1);
+    if (rc == CHAT_DB_OK) {
         chat_sendn (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_HISTORY_LOADED,
-                    m->u [0], m->u [2], m->s [5], m->len [5], text, strlen (text),
+                    m->u [0], m->u [2], m->s [5], m->len [5], self->json.data, self->json.len,
                     (uint64_t) has_more);
         s_set_up (self, true);
     }
     else
         s_request_failed (self, m->u [0], "load_history", m->s [5], m->len [5]);
-    free (text);
-    json_decref (messages);
 }
 
 //  sync conn_id user_id after_id limit request_id
 static void
 s_handle_sync (self_t *self, chat_msg_t *m)
 {
-    json_t *messages = json_array ();
     bool has_more = false;
     int limit = (int) s_clamp (m->u [3], S_SYNC_DEFAULT, S_SYNC_MAX);
+    self->json.len = 0;
+    chat_json_raw (&self->json, "[", 1);
     int rc = self->ops->sync (self->db, (int64_t) m->u [1], (int64_t) m->u [2], limit,
-                              s_collect_message, messages, &has_more);
-    char *text = rc == CHAT_DB_OK? json_dumps (messages, JSON_COMPACT): NULL;
-    if (text) {
+                              s_collect_message, &self->json, &has_more);
+    chat_json_raw (&self->json, "]", 1);
+    if (rc == CHAT_DB_OK) {
         chat_sendn (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_SYNCED,
-                    m->u [0], m->s [4], m->len [4], text, strlen (text),
+                    m->u [0], m->s [4], m->len [4], self->json.data, self->json.len,
                     (uint64_t) has_more);
         s_set_up (self, true);
     }
     else
         s_request_failed (self, m->u [0], "sync", m->s [4], m->len [4]);
-    free (text);
-    json_decref (messages);
 }
 
 //  mark_read conn_id user_id with_user_id up_to_id

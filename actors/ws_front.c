@@ -136,8 +136,7 @@ typedef struct {
     ws_conn_t *ws_list;                 //  Every WebSocket connection
     size_t ws_count;                    //  How many
     zhashx_t *sessions;                 //  session hash -> session_t
-    char *json;                         //  Scratch buffer for outgoing JSON
-    size_t json_len, json_cap;          //  Its length and capacity
+    chat_json_t json;                   //  Scratch buffer for outgoing JSON
     //  Health and metrics
     bool storage_up;                    //  Latest storage_status
     uint64_t storage_stored;            //  Messages stored, per persistence
@@ -164,98 +163,28 @@ static const struct lws_protocols s_protocols [] = {
 
 
 //  --------------------------------------------------------------------------
-//  JSON output: a small writer for the frames we send on the hot path.
-//  Values come from our own actors; strings are escaped all the same.
-
-static void
-s_json_reserve (self_t *self, size_t more)
-{
-    if (self->json_len + more > self->json_cap) {
-        size_t cap = self->json_cap ? self->json_cap : 1024;
-        while (cap < self->json_len + more)
-            cap *= 2;
-        self->json = (char *) realloc (self->json, cap);
-        assert (self->json);
-        self->json_cap = cap;
-    }
-}
-
-static void
-s_json_raw (self_t *self, const char *text, size_t len)
-{
-    s_json_reserve (self, len);
-    memcpy (self->json + self->json_len, text, len);
-    self->json_len += len;
-}
-
-static void
-s_json_lit (self_t *self, const char *text)
-{
-    s_json_raw (self, text, strlen (text));
-}
-
-static void
-s_json_string (self_t *self, const char *text, size_t len)
-{
-    s_json_reserve (self, len * 6 + 2);
-    char *out = self->json + self->json_len;
-    *out++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) text [i];
-        if (c == '"' || c == '\\') {
-            *out++ = '\\';
-            *out++ = (char) c;
-        }
-        else
-        if (c < 0x20) {
-            static const char hex [] = "0123456789abcdef";
-            const char *short_ = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
-            if (short_) {
-                memcpy (out, short_, 2);
-                out += 2;
-            }
-            else {
-                memcpy (out, "\\u00", 4);
-                out [4] = hex [c >> 4];
-                out [5] = hex [c & 15];
-                out += 6;
-            }
-        }
-        else
-            *out++ = (char) c;
-    }
-    *out++ = '"';
-    self->json_len = (size_t) (out - self->json);
-}
-
-//  ,"key":
-static void
-s_json_key (self_t *self, const char *key)
-{
-    s_json_reserve (self, strlen (key) + 4);
-    self->json_len += (size_t) sprintf (self->json + self->json_len, ",\"%s\":", key);
-}
+//  JSON output: events are written with chat_json (chat_wire.h) into one
+//  reused buffer, then copied once into a frame shared by its recipients
 
 static void
 s_json_key_u64 (self_t *self, const char *key, uint64_t value)
 {
-    s_json_key (self, key);
-    s_json_reserve (self, 24);
-    self->json_len += (size_t) sprintf (self->json + self->json_len, "%" PRIu64, value);
+    chat_json_key (&self->json, key);
+    chat_json_u64 (&self->json, value);
 }
 
 static void
 s_json_key_string (self_t *self, const char *key, const char *text, size_t len)
 {
-    s_json_key (self, key);
-    s_json_string (self, text, len);
+    chat_json_key (&self->json, key);
+    chat_json_string (&self->json, text, len);
 }
 
 static void
 s_json_key_bool (self_t *self, const char *key, bool value)
 {
-    s_json_key (self, key);
-    s_json_lit (self, value ? "true" : "false");
+    chat_json_key (&self->json, key);
+    chat_json_lit (&self->json, value ? "true" : "false");
 }
 
 //  Raw JSON value; absent when empty
@@ -263,8 +192,8 @@ static void
 s_json_key_raw (self_t *self, const char *key, const char *json, size_t len)
 {
     if (len) {
-        s_json_key (self, key);
-        s_json_raw (self, json, len);
+        chat_json_key (&self->json, key);
+        chat_json_raw (&self->json, json, len);
     }
 }
 
@@ -272,21 +201,21 @@ s_json_key_raw (self_t *self, const char *key, const char *json, size_t len)
 static void
 s_json_begin (self_t *self, const char *type)
 {
-    self->json_len = 0;
-    s_json_lit (self, "{\"type\":");
-    s_json_string (self, type, strlen (type));
+    self->json.len = 0;
+    chat_json_lit (&self->json, "{");
+    s_json_key_string (self, "type", type, strlen (type));
 }
 
 //  Close the object and copy it into a new frame
 static frame_t *
 s_json_frame (self_t *self)
 {
-    s_json_lit (self, "}");
-    frame_t *frame = (frame_t *) malloc (sizeof (frame_t) + LWS_PRE + self->json_len);
+    chat_json_lit (&self->json, "}");
+    frame_t *frame = (frame_t *) malloc (sizeof (frame_t) + LWS_PRE + self->json.len);
     assert (frame);
     frame->refs = 0;
-    frame->len = self->json_len;
-    memcpy (frame->data + LWS_PRE, self->json, self->json_len);
+    frame->len = self->json.len;
+    memcpy (frame->data + LWS_PRE, self->json.data, self->json.len);
     return frame;
 }
 
@@ -394,11 +323,11 @@ s_send_message_failed (self_t *self, ws_conn_t *conn, const char *client_id, siz
                        uint64_t to_user_id, const char *code, const char *message, uint64_t retry_after_ms)
 {
     s_json_begin (self, "message_failed");
-    s_json_key (self, "client_id");
+    chat_json_key (&self->json, "client_id");
     if (client_id_len)
-        s_json_string (self, client_id, client_id_len);
+        chat_json_string (&self->json, client_id, client_id_len);
     else
-        s_json_lit (self, "null");
+        chat_json_lit (&self->json, "null");
     s_json_key_u64 (self, "to_user_id", to_user_id);
     s_json_key_string (self, "error", code, strlen (code));
     s_json_key_string (self, "message", message, strlen (message));
@@ -1164,11 +1093,11 @@ s_handle_deliver_message (self_t *self, chat_msg_t *m)
     if (origin) {
         s_json_begin (self, "message_delivered");
         s_json_key_u64 (self, "message_id", m->u [2]);
-        s_json_key (self, "client_id");
+        chat_json_key (&self->json, "client_id");
         if (m->len [6])
-            s_json_string (self, m->s [6], m->len [6]);
+            chat_json_string (&self->json, m->s [6], m->len [6]);
         else
-            s_json_lit (self, "null");
+            chat_json_lit (&self->json, "null");
         s_json_key_u64 (self, "to_user_id", m->u [5]);
         s_json_key_string (self, "timestamp", m->s [8], m->len [8]);
         s_json_key_bool (self, "online", m->u [9] != 0);
@@ -1493,7 +1422,7 @@ s_self_destroy (self_t **self_p)
         chat_outbox_destroy (&self->outbox);
         zsock_destroy (&self->inbox);
         chat_msg_release (&self->msg);
-        free (self->json);
+        chat_json_release (&self->json);
         free (self);
         *self_p = NULL;
     }

@@ -34,6 +34,26 @@ int chat_timestamp_parse (const char *text, int64_t *ms);
 //  {"message_id","from_user_id","to_user_id","nickname","content","timestamp","is_read"}
 json_t *chat_message_json (const chat_message_t *message);
 
+//  A small JSON writer for what the server sends on hot paths (frames,
+//  history pages): one growable buffer, no allocation per value. Keys come
+//  from our code; strings are escaped (", \\ and control characters), other
+//  UTF-8 bytes pass through as they are.
+typedef struct {
+    char *data;                         //  The text so far (not NUL-terminated)
+    size_t len;                         //  Its length
+    size_t cap;                         //  Capacity of data
+} chat_json_t;
+
+void chat_json_release (chat_json_t *json);
+void chat_json_raw (chat_json_t *json, const char *text, size_t len);
+void chat_json_lit (chat_json_t *json, const char *text);
+void chat_json_string (chat_json_t *json, const char *text, size_t len);
+void chat_json_u64 (chat_json_t *json, uint64_t value);
+//  "key": preceded by a comma unless it opens the object
+void chat_json_key (chat_json_t *json, const char *key);
+//  The message object, as chat_message_json builds it
+void chat_json_message (chat_json_t *json, const chat_message_t *message);
+
 //  3 to 32 characters of A-Z a-z 0-9 _ . -
 bool chat_nickname_valid (const char *nickname);
 //  8 to 256 bytes

@@ -153,6 +153,46 @@ test_timestamp_parse_malformed (void **state)
 //  --------------------------------------------------------------------------
 //  The message object
 
+//  The writer produces the same object as chat_message_json, for content
+//  with every kind of character that needs escaping
+static void
+test_json_writer (void **state)
+{
+    (void) state;
+    static const char content [] = "a \"quoted\" back\\slash\ttab\nline\r\x01\x1f \xc3\xa9 \xf0\x9f\x98\x80";
+    chat_message_t message = {
+        .id = 9007199254740993LL, .from_user_id = 1, .to_user_id = 2, .nickname = "al.ice-_",
+        .content = content, .content_len = sizeof content - 1, .created_ms = 1764090000123LL,
+        .is_read = true, .client_id = NULL
+    };
+    chat_json_t json = { NULL, 0, 0 };
+    chat_json_message (&json, &message);
+    json_error_t error;
+    json_t *written = json_loadb (json.data, json.len, 0, &error);
+    assert_non_null (written);
+    json_t *expected = chat_message_json (&message);
+    assert_non_null (expected);
+    assert_true (json_equal (written, expected));
+    //  Exact bytes back, and the id is exact past 2^53
+    json_t *got = json_object_get (written, "content");
+    assert_int_equal (json_string_length (got), sizeof content - 1);
+    assert_memory_equal (json_string_value (got), content, sizeof content - 1);
+    assert_int_equal (json_integer_value (json_object_get (written, "message_id")), 9007199254740993LL);
+    json_decref (written);
+    json_decref (expected);
+    //  Keys: a comma before each but the first
+    json.len = 0;
+    chat_json_lit (&json, "{");
+    chat_json_key (&json, "a");
+    chat_json_u64 (&json, 0);
+    chat_json_key (&json, "b");
+    chat_json_u64 (&json, UINT64_MAX);
+    chat_json_lit (&json, "}");
+    assert_int_equal (json.len, strlen ("{\"a\":0,\"b\":18446744073709551615}"));
+    assert_memory_equal (json.data, "{\"a\":0,\"b\":18446744073709551615}", json.len);
+    chat_json_release (&json);
+}
+
 static void
 test_message_json (void **state)
 {
@@ -454,6 +494,7 @@ main (void)
         cmocka_unit_test (test_timestamp_round_trip),
         cmocka_unit_test (test_timestamp_parse_malformed),
         cmocka_unit_test (test_message_json),
+        cmocka_unit_test (test_json_writer),
         cmocka_unit_test (test_nickname),
         cmocka_unit_test (test_password),
         cmocka_unit_test (test_utf8),
