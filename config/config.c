@@ -95,7 +95,7 @@ static const s_key_t s_keys [] = {
     S_INT (limits, max_connections_per_user, 1, 1000000, "16"),
     S_INT (limits, max_connections_per_address, 1, 1000000, "1000"),
     S_INT (limits, max_queue_bytes, 1024, INT_MAX, "1048576"),
-    S_INT (limits, max_inflight_per_connection, 1, 1000000, "256"),
+    S_INT (limits, max_inflight_per_connection, 1, 1000000, "32"),
 
     S_INT (websocket, ping_interval_s, 1, 65535, "54"),
     S_INT (websocket, pong_timeout_s, 1, 65535, "60"),
