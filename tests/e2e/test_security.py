@@ -51,7 +51,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from harness import (CONFIG, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
                      Client, RawWS, Server, check_message, history_all, login, new_user,
                      pg_conninfo, register, request, sync_all, unique, ws_status,
-                     ws_upgrade)
+                     ws_upgrade, run_main)
 
 
 # ---------------------------------------------------------------------------
@@ -1432,76 +1432,6 @@ class LoginTimingTests (ServerCase):
 
 
 # ---------------------------------------------------------------------------
-#   Runner
-
-class Result (unittest.TextTestResult):
-    def __init__ (self, *a, **kw):
-        super ().__init__ (*a, **kw)
-        self.passed = 0
-
-    def addSuccess (self, test):
-        super ().addSuccess (test)
-        self.passed += 1
-
-    def _dump_log (self, test):
-        srv = getattr (type (test), "server", None)
-        if isinstance (srv, Server):
-            self.stream.write ("\n" + srv.log_tail (60) + "\n")
-            self.stream.flush ()
-
-    def addFailure (self, test, err):
-        super ().addFailure (test, err)
-        self._dump_log (test)
-
-    def addError (self, test, err):
-        super ().addError (test, err)
-        self._dump_log (test)
-
-
-def filtered (suite, patterns):
-    out = unittest.TestSuite ()
-    for t in suite:
-        if isinstance (t, unittest.TestSuite):
-            sub = filtered (t, patterns)
-            if sub.countTestCases ():
-                out.addTest (sub)
-        elif not patterns or any (p.lower () in t.id ().lower () for p in patterns):
-            out.addTest (t)
-    return out
-
-
-def main ():
-    ap = argparse.ArgumentParser (description=__doc__.split ("\n") [0])
-    ap.add_argument ("--chatd", required=True, help="path to the chatd binary")
-    ap.add_argument ("--backend", choices=("sqlite", "postgres"), default="sqlite")
-    ap.add_argument ("-k", action="append", default=[], help="run tests whose id contains this (repeatable)")
-    ap.add_argument ("--keep", action="store_true", help="keep temp dirs")
-    ap.add_argument ("-v", "--verbose", action="store_true", help="print what the long tests saw")
-    ap.add_argument ("--trace", action="store_true", help="print every WebSocket frame")
-    args = ap.parse_args ()
-    CONFIG ["chatd"] = os.path.abspath (args.chatd)
-    CONFIG ["backend"] = args.backend
-    CONFIG ["keep"] = args.keep
-    CONFIG ["verbose"] = args.verbose
-    CONFIG ["trace"] = args.trace
-    if not os.access (CONFIG ["chatd"], os.X_OK):
-        print ("chatd not found or not executable: %s" % CONFIG ["chatd"], file=sys.stderr)
-        print ("0 passed, 1 failed")
-        return 1
-    if args.backend == "postgres" and not pg_conninfo ():
-        print ("--backend postgres needs CHAT_TEST_PG_CONNINFO (run under tests/with-postgres.sh)", file=sys.stderr)
-        print ("0 passed, 0 failed, 1 skipped")
-        return 77
-    suite = filtered (unittest.defaultTestLoader.loadTestsFromModule (sys.modules [__name__]), args.k)
-    t0 = time.monotonic ()
-    runner = unittest.TextTestRunner (verbosity=2, resultclass=Result, stream=sys.stdout)
-    result = runner.run (suite)
-    failed = len (result.failures) + len (result.errors) + len (result.unexpectedSuccesses)
-    skipped = len (result.skipped)
-    print ("backend %s, %.0f s" % (args.backend, time.monotonic () - t0))
-    print ("%d passed, %d failed, %d skipped" % (result.passed, failed, skipped))
-    return 1 if failed else 0
-
 
 if __name__ == "__main__":
-    sys.exit (main ())
+    sys.exit (run_main (sys.modules [__name__]))
