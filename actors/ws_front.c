@@ -262,6 +262,7 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
     assert (node);
     node->frame = frame;
     frame->refs++;
+    bool was_empty = conn->head == NULL;
     if (front) {
         node->next = conn->head;
         conn->head = node;
@@ -277,7 +278,10 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
         conn->tail = node;
     }
     conn->queued_bytes += frame->len;
-    if (conn->ready)
+    //  A ready connection with frames queued has a write request pending
+    //  already (WRITEABLE asks again while frames remain): asking once per
+    //  batch saves a poll change per frame, which counts in broadcasts
+    if (conn->ready && was_empty)
         lws_callback_on_writable (conn->wsi);
 }
 
