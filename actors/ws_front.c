@@ -15,11 +15,11 @@
     a dup of each socket's ZMQ_FD is adopted as a raw file, and on each
     readable edge the socket is drained without blocking. lws runs on our
     own libuv loop (epoll), so an idle front sleeps in epoll_wait and a
-    wakeup costs the same at 100 connections as at 19,500; a message is
-    written the moment it arrives. Nothing
-    here waits on disk or on password hashing: HTTP API requests are sent on
-    and answered when the answer comes back. Frames are written only in
-    WRITEABLE callbacks, as many as the socket takes, in order.
+    wakeup does not scan every connection; a message is written the moment
+    it arrives. Nothing here waits on disk or on password hashing: HTTP API
+    requests are sent on and answered when the answer comes back. Frames
+    are written only in WRITEABLE callbacks, as many as the socket takes,
+    in order.
     =========================================================================
 */
 
