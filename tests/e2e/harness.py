@@ -756,9 +756,92 @@ def check_message (m, **expected):
     return m
 
 # ---------------------------------------------------------------------------
-#   Runner shared by the test files
+#   Test scaffolding shared by the test files
 
+import functools  # noqa: E402
 import unittest  # noqa: E402
+
+
+def atest (timeout=60):
+    """Run an async test method in its own event loop, with an overall
+    deadline; close every WebSocket the test opened."""
+    def deco (fn):
+        @functools.wraps (fn)
+        def wrapper (self):
+            async def run ():
+                self._clients = []
+                try:
+                    await asyncio.wait_for (fn (self), timeout)
+                except asyncio.TimeoutError:
+                    raise AssertionError ("test did not finish within %ds" % timeout)
+                finally:
+                    for c in self._clients:
+                        await c.close ()
+            asyncio.run (run ())
+        return wrapper
+    return deco
+
+
+class ServerCase (unittest.TestCase):
+    """A test class with one chatd shared by its tests; the test files
+    subclass it with their own helpers."""
+    server_env = {}
+    server = None
+
+    @classmethod
+    def setUpClass (cls):
+        cls.server = Server (cls.__name__, cls.server_env)
+        cls.adjust_server (cls.server)
+        try:
+            cls.server.start ()
+        except Exception:
+            cls.server.cleanup ()
+            raise
+        cls.port = cls.server.port
+
+    @classmethod
+    def adjust_server (cls, server):
+        """Hook: change the server's environment before it starts."""
+
+    @classmethod
+    def tearDownClass (cls):
+        rc = cls.server.stop ()
+        if rc != 0:
+            tail = cls.server.log_tail ()
+            raise AssertionError ("chatd exited with %r on SIGTERM (expected 0)\n%s" % (rc, tail))
+        cls.server.cleanup ()
+
+    def setUp (self):
+        if self.server is not None and not self.server.running ():
+            self.fail ("chatd is not running any more (exit %r)" % self.server.proc.returncode)
+
+    def user (self, prefix="u"):
+        return new_user (self.port, prefix)
+
+    def http (self, method, path, body=None, **kw):
+        return request (self.port, method, path, body, **kw)
+
+    def own_origin (self):
+        return "http://127.0.0.1:%d" % self.port
+
+    def assert_json (self, r):
+        ctype = r.header ("Content-Type") or ""
+        self.assertTrue (ctype.lower ().startswith ("application/json"),
+                         "Content-Type %r for %r" % (ctype, r))
+        self.assertIsInstance (r.json, (dict, list), "body is not JSON: %r" % (r,))
+
+    def assert_error (self, r, status, code=None, what=""):
+        self.assertEqual (r.status, status, "%s: %r" % (what, r))
+        self.assert_json (r)
+        self.assertIsInstance (r.json.get ("error"), str, "%s: %r" % (what, r))
+        self.assertIsInstance (r.json.get ("message"), str, "%s: %r" % (what, r))
+        if code is not None:
+            self.assertEqual (r.json ["error"], code, "%s: %r" % (what, r))
+
+
+
+# ---------------------------------------------------------------------------
+#   Runner shared by the test files
 
 
 class Result (unittest.TextTestResult):

@@ -37,7 +37,8 @@ sys.path.insert (0, os.path.dirname (os.path.abspath (__file__)))
 
 import websockets  # noqa: E402  (Debian's python3-websockets)
 
-from harness import (CONFIG, ws_upgrade, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
+import harness  # noqa: E402
+from harness import (CONFIG, atest, ws_upgrade, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
                      Client, PgControl, RawWS, Server, check_message, check_timestamp,
                      free_port, history_all, is_id, login, new_user, pg_conninfo,
                      pg_control_available, register, request, same, sync_all, unique,
@@ -47,77 +48,8 @@ from harness import (CONFIG, ws_upgrade, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMI
 # ---------------------------------------------------------------------------
 #   Scaffolding
 
-def atest (timeout=60):
-    """Run an async test method in its own event loop, with an overall
-    deadline; close every WebSocket the test opened."""
-    def deco (fn):
-        @functools.wraps (fn)
-        def wrapper (self):
-            async def run ():
-                self._clients = []
-                try:
-                    await asyncio.wait_for (fn (self), timeout)
-                except asyncio.TimeoutError:
-                    raise AssertionError ("test did not finish within %ds" % timeout)
-                finally:
-                    for c in self._clients:
-                        await c.close ()
-            asyncio.run (run ())
-        return wrapper
-    return deco
-
-
-class ServerCase (unittest.TestCase):
-    """A test class with one chatd shared by its tests."""
-    server_env = {}
-    server = None
-
-    @classmethod
-    def setUpClass (cls):
-        cls.server = Server (cls.__name__, cls.server_env)
-        try:
-            cls.server.start ()
-        except Exception:
-            cls.server.cleanup ()
-            raise
-        cls.port = cls.server.port
-
-    @classmethod
-    def tearDownClass (cls):
-        rc = cls.server.stop ()
-        if rc != 0:
-            tail = cls.server.log_tail ()
-            raise AssertionError ("chatd exited with %r on SIGTERM (expected 0)\n%s" % (rc, tail))
-        cls.server.cleanup ()
-
-    def setUp (self):
-        if self.server is not None and not self.server.running ():
-            self.fail ("chatd is not running any more (exit %r)" % self.server.proc.returncode)
-
-    # --- helpers ----------------------------------------------------------
-
-    def user (self, prefix="u"):
-        return new_user (self.port, prefix)
-
-    def http (self, method, path, body=None, **kw):
-        return request (self.port, method, path, body, **kw)
-
-    def own_origin (self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def assert_json (self, r):
-        ctype = r.header ("Content-Type") or ""
-        self.assertTrue (ctype.lower ().startswith ("application/json"),
-                         "Content-Type %r for %r" % (ctype, r))
-        self.assertIsInstance (r.json, (dict, list), "body is not JSON: %r" % (r,))
-
-    def assert_error (self, r, status, code=None, what=""):
-        self.assertEqual (r.status, status, "%s: %r" % (what, r))
-        self.assert_json (r)
-        self.assertIsInstance (r.json.get ("error"), str, "%s: %r" % (what, r))
-        self.assertIsInstance (r.json.get ("message"), str, "%s: %r" % (what, r))
-        if code is not None:
-            self.assertEqual (r.json ["error"], code, "%s: %r" % (what, r))
+class ServerCase (harness.ServerCase):
+    """harness.ServerCase with this file's WebSocket helpers."""
 
     async def connect (self, user, label=None, origin=None, port=None):
         c = await Client.open (port or self.port, user.cookie, origin=origin,

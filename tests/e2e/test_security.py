@@ -48,7 +48,8 @@ sys.path.insert (0, os.path.dirname (os.path.abspath (__file__)))
 import websockets  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
-from harness import (CONFIG, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
+import harness  # noqa: E402
+from harness import (CONFIG, atest, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
                      Client, RawWS, Server, check_message, history_all, login, new_user,
                      pg_conninfo, register, request, sync_all, unique, ws_status,
                      ws_upgrade, run_main)
@@ -56,26 +57,6 @@ from harness import (CONFIG, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,
 
 # ---------------------------------------------------------------------------
 #   Scaffolding (the same shape as test_e2e.py's)
-
-def atest (timeout=60):
-    """Run an async test method in its own event loop with an overall
-    deadline; close every WebSocket the test opened."""
-    def deco (fn):
-        @functools.wraps (fn)
-        def wrapper (self):
-            async def run ():
-                self._clients = []
-                try:
-                    await asyncio.wait_for (fn (self), timeout)
-                except asyncio.TimeoutError:
-                    raise AssertionError ("test did not finish within %ds" % timeout)
-                finally:
-                    for c in self._clients:
-                        await c.close ()
-            asyncio.run (run ())
-        return wrapper
-    return deco
-
 
 def test_failed (test):
     o = getattr (test, "_outcome", None)
@@ -91,54 +72,8 @@ def s_sanitized (binary):
         return False
     return "libasan" in out
 
-class ServerCase (unittest.TestCase):
-    """A test class with one chatd shared by its tests."""
-    server_env = {}
-    server = None
-
-    @classmethod
-    def setUpClass (cls):
-        cls.server = Server (cls.__name__, cls.server_env)
-        cls.adjust_server (cls.server)
-        try:
-            cls.server.start ()
-        except Exception:
-            cls.server.cleanup ()
-            raise
-        cls.port = cls.server.port
-
-    @classmethod
-    def adjust_server (cls, server):
-        """Hook: change the server's environment before it starts."""
-
-    @classmethod
-    def tearDownClass (cls):
-        rc = cls.server.stop ()
-        if rc != 0:
-            tail = cls.server.log_tail ()
-            raise AssertionError ("chatd exited with %r on SIGTERM (expected 0)\n%s" % (rc, tail))
-        cls.server.cleanup ()
-
-    def setUp (self):
-        if self.server is not None and not self.server.running ():
-            self.fail ("chatd is not running any more (exit %r)" % self.server.proc.returncode)
-
-    def user (self, prefix="u"):
-        return new_user (self.port, prefix)
-
-    def http (self, method, path, body=None, **kw):
-        return request (self.port, method, path, body, **kw)
-
-    def own_origin (self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def assert_error (self, r, status, code=None, what=""):
-        self.assertEqual (r.status, status, "%s: %r" % (what, r))
-        self.assertIsInstance (r.json, dict, "%s: body is not JSON: %r" % (what, r))
-        self.assertIsInstance (r.json.get ("error"), str, "%s: %r" % (what, r))
-        self.assertIsInstance (r.json.get ("message"), str, "%s: %r" % (what, r))
-        if code is not None:
-            self.assertEqual (r.json ["error"], code, "%s: %r" % (what, r))
+class ServerCase (harness.ServerCase):
+    """harness.ServerCase with this file's helpers (source addresses)."""
 
     async def connect (self, user, label=None, origin=None, source=None):
         c = await open_ws (self.port, user.cookie, label=label or user.nickname, user=user,
