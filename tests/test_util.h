@@ -36,6 +36,11 @@ chat_msg_t *chat_peer_recv (chat_peer_t *self, int timeout_ms);
 //  Assert that nothing arrives within timeout_ms
 void chat_peer_expect_nothing (chat_peer_t *self, int timeout_ms);
 
+//  Send cmd with chat_send, its fields taken by position from u (numeric
+//  fields) or s (every other type); returns chat_send's result
+int chat_test_send (chat_outbox_t *outbox, chat_actor_t to, chat_cmd_t cmd,
+                    const uint64_t *u, const char *const *s);
+
 //  Start an actor and assert it reports ready
 zactor_t *chat_test_start (zactor_fn *fn, chat_config_t *cfg);
 //  A fresh temporary directory (removed by chat_test_rmdir)

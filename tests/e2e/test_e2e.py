@@ -16,10 +16,8 @@ exit code 0. Tests in one class share the server and use unique
 nicknames. Standard library + python3-websockets 10.4 only.
 """
 
-import argparse
 import asyncio
 import base64
-import functools
 import json
 import os
 import re

@@ -25,10 +25,8 @@ Standard library + python3-websockets 10.4 only. The crash test's random
 kill points come from a seed printed with -v (set CHAT_TEST_SEED to repeat).
 """
 
-import argparse
 import asyncio
 import base64
-import functools
 import hashlib
 import http.client
 import json
