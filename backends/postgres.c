@@ -1261,6 +1261,25 @@ s_messages_each (const PGresult *res, int count, bool reverse, chat_message_fn *
     }
 }
 
+//  Run a page query asked for limit + 1 rows: pass the first `limit` to fn
+//  (in reverse when the query returns newest first), has_more if there
+//  was one more
+static int
+s_page (chat_backend_t *self, s_stmt_t statement, const s_params_t *params, int limit, bool reverse,
+        chat_message_fn *fn, void *ctx, bool *has_more)
+{
+    int rc;
+    PGresult *res = s_exec (self, statement, params, &rc);
+    if (!res)
+        return rc;
+    int rows = PQntuples (res);
+    if (has_more)
+        *has_more = rows > limit;
+    s_messages_each (res, rows > limit? limit: rows, reverse, fn, ctx);
+    PQclear (res);
+    return CHAT_DB_OK;
+}
+
 static int
 s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
            int64_t before_id, int limit, chat_message_fn *fn, void *ctx, bool *has_more)
@@ -1276,17 +1295,8 @@ s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
     s_param_int (&params, with_user_id);
     s_param_int (&params, before_id > 0? before_id: INT64_MAX);
     s_param_int (&params, (int64_t) limit + 1);
-    int rc;
-    PGresult *res = s_exec (self, S_HISTORY, &params, &rc);
-    if (!res)
-        return rc;
     //  Newest first: the first `limit` rows, oldest of them first
-    int rows = PQntuples (res);
-    if (has_more)
-        *has_more = rows > limit;
-    s_messages_each (res, rows > limit? limit: rows, true, fn, ctx);
-    PQclear (res);
-    return CHAT_DB_OK;
+    return s_page (self, S_HISTORY, &params, limit, true, fn, ctx, has_more);
 }
 
 static int
@@ -1303,16 +1313,7 @@ s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
     s_param_int (&params, user_id);
     s_param_int (&params, after_id > 0? after_id: 0);
     s_param_int (&params, (int64_t) limit + 1);
-    int rc;
-    PGresult *res = s_exec (self, S_SYNC, &params, &rc);
-    if (!res)
-        return rc;
-    int rows = PQntuples (res);
-    if (has_more)
-        *has_more = rows > limit;
-    s_messages_each (res, rows > limit? limit: rows, false, fn, ctx);
-    PQclear (res);
-    return CHAT_DB_OK;
+    return s_page (self, S_SYNC, &params, limit, false, fn, ctx, has_more);
 }
 
 static int
