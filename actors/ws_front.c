@@ -145,6 +145,7 @@ typedef struct {
     uint64_t frames_received;           //  WebSocket messages received
     uint64_t messages_acknowledged;     //  message_delivered sent
     uint64_t messages_failed;           //  message_failed sent
+    uint64_t paused_total;              //  Times a connection stopped being read
 } self_t;
 
 static int s_callback (struct lws *wsi, enum lws_callback_reasons reason,
@@ -553,10 +554,13 @@ s_api_metrics (self_t *self, http_req_t *req)
         "chatd_messages_stored_total %" PRIu64 "\n"
         "# HELP chatd_storage_batches_total Transactions committed by persistence.\n"
         "# TYPE chatd_storage_batches_total counter\n"
-        "chatd_storage_batches_total %" PRIu64 "\n",
+        "chatd_storage_batches_total %" PRIu64 "\n"
+        "# HELP chatd_connections_paused_total Times a connection was not read for back-pressure.\n"
+        "# TYPE chatd_connections_paused_total counter\n"
+        "chatd_connections_paused_total %" PRIu64 "\n",
         self->ws_count, zhashx_size (self->sessions), self->http_requests,
         self->frames_received, self->messages_acknowledged, self->messages_failed,
-        self->storage_up ? 1 : 0, self->storage_stored, self->storage_batches);
+        self->storage_up ? 1 : 0, self->storage_stored, self->storage_batches, self->paused_total);
     s_req_answer_raw (req, 200, "text/plain; version=0.0.4", text, strlen (text), NULL);
     zstr_free (&text);
 }
@@ -904,6 +908,7 @@ s_inflight_add (self_t *self, ws_conn_t *conn, int delta)
     conn->inflight = (unsigned) ((int) conn->inflight + delta);
     if (!conn->paused && conn->inflight >= limit) {
         conn->paused = true;
+        self->paused_total++;
         lws_rx_flow_control (conn->wsi, 0);
     }
     else

@@ -335,6 +335,15 @@ def register (port, nickname=None, password=PASSWORD):
     return User (r.json ["user_id"], r.json ["nickname"], password)
 
 
+def metric (port, name):
+    """The value of one metric of /metrics."""
+    r = request (port, "GET", "/metrics")
+    for line in r.body.decode ().splitlines ():
+        if line.startswith (name + " "):
+            return float (line.split () [1])
+    raise AssertionError ("no metric %s in %r" % (name, r.body [:500]))
+
+
 def login (port, nickname, password=PASSWORD, source=None):
     r = request (port, "POST", "/api/login", {"nickname": nickname, "password": password},
                  source=source)

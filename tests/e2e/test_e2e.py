@@ -36,7 +36,7 @@ sys.path.insert (0, os.path.dirname (os.path.abspath (__file__)))
 import websockets  # noqa: E402  (Debian's python3-websockets)
 
 import harness  # noqa: E402
-from harness import (CONFIG, atest, ws_upgrade, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
+from harness import (CONFIG, atest, metric, ws_upgrade, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
                      Client, PgControl, RawWS, Server, check_message, check_timestamp,
                      free_port, history_all, is_id, login, new_user, pg_conninfo,
                      pg_control_available, register, request, same, sync_all, unique,
@@ -1319,6 +1319,8 @@ class BackPressureTests (ServerCase):
         self.assertEqual (len (set (ids)), n)
         stored = [m for m in await sync_all (wb) if m ["from_user_id"] == a.user_id]
         self.assertEqual ([m ["content"] for m in stored], ["bp %d" % i for i in range (n)])
+        #  ... and reading that connection really was paused on the way
+        self.assertGreater (metric (self.port, "chatd_connections_paused_total"), 0)
         #  the connection is usable afterwards
         await wa.pm_ok (b.user_id, "after the flood")
 

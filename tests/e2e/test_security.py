@@ -47,7 +47,7 @@ import websockets  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 import harness  # noqa: E402
-from harness import (CONFIG, atest, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
+from harness import (CONFIG, atest, metric, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
                      Client, RawWS, Server, check_message, history_all, login, new_user,
                      pg_conninfo, register, request, sync_all, unique, ws_status,
                      ws_upgrade, run_main)
@@ -195,14 +195,6 @@ def rss_kib (pid, field="VmRSS"):
             if line.startswith (field + ":"):
                 return int (line.split () [1])
     raise AssertionError ("no %s for pid %d" % (field, pid))
-
-
-def metric (port, name):
-    r = request (port, "GET", "/metrics")
-    for line in r.body.decode ().splitlines ():
-        if line.startswith (name + " "):
-            return float (line.split () [1])
-    raise AssertionError ("no metric %s in %r" % (name, r.body [:500]))
 
 
 def db_blob (server):
