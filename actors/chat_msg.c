@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <pthread.h>
 
 typedef struct {
     const char *name;
@@ -359,10 +360,15 @@ s_encode (s_parts_t *parts, chat_cmd_t cmd, bool with_lengths, va_list args)
     int index = 1;
     for (const char *p = picture; *p; p++, index++) {
         if (*p == 'u') {
+            //  Decimal digits, written backwards from the end of numbuf
             uint64_t value = va_arg (args, uint64_t);
-            int n = snprintf (parts->numbuf [index - 1], 24, "%" PRIu64, value);
-            parts->data [index] = parts->numbuf [index - 1];
-            parts->size [index] = (size_t) n;
+            char *end = parts->numbuf [index - 1] + sizeof parts->numbuf [0];
+            char *digit = end;
+            do
+                *--digit = (char) ('0' + value % 10);
+            while (value /= 10);
+            parts->data [index] = digit;
+            parts->size [index] = (size_t) (end - digit);
         }
         else {
             const char *text = va_arg (args, const char *);
@@ -436,6 +442,12 @@ int
 chat_actor_report (zsock_t *pipe, const char *error)
 {
     return zstr_sendf (pipe, "%s%s%s", error ? "FAILED" : "READY", error ? " " : "", error ? error : "");
+}
+
+void
+chat_actor_thread_name (chat_actor_t actor)
+{
+    pthread_setname_np (pthread_self (), chat_actor_name (actor));
 }
 
 int

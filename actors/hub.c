@@ -292,6 +292,7 @@ void
 chat_hub_actor (zsock_t *pipe, void *config)
 {
     assert (config);
+    chat_actor_thread_name (CHAT_ACTOR_HUB);
     self_t *self = s_self_new (pipe, (const chat_config_t *) config);
     zsock_signal (pipe, 0);
     if (!self->inbox) {

@@ -45,6 +45,10 @@
 //  Cookie value: 32 random bytes in base64url is 43 chars
 #define COOKIE_MAX 128
 #define SESSION_HASH_SIZE 65
+//  Most bytes of frames written to a connection in one send
+#define WRITE_BATCH (64 * 1024)
+//  Largest WebSocket frame header a server writes (unmasked, 64-bit length)
+#define WS_HEADER_MAX 10
 
 //  A frame to write, shared by every connection it fans out to
 typedef struct {
@@ -137,6 +141,7 @@ typedef struct {
     size_t ws_count;                    //  How many
     zhashx_t *sessions;                 //  session hash -> session_t
     chat_json_t json;                   //  Scratch buffer for outgoing JSON
+    unsigned char *wbuf;                //  LWS_PRE + WRITE_BATCH: frames being written
     //  Health and metrics
     bool storage_up;                    //  Latest storage_status
     uint64_t storage_stored;            //  Messages stored, per persistence
@@ -146,6 +151,8 @@ typedef struct {
     uint64_t messages_acknowledged;     //  message_delivered sent
     uint64_t messages_failed;           //  message_failed sent
     uint64_t paused_total;              //  Times a connection stopped being read
+    uint64_t frames_sent;               //  WebSocket frames written
+    uint64_t frame_writes;              //  Writes they took (one per batch)
 } self_t;
 
 static int s_callback (struct lws *wsi, enum lws_callback_reasons reason,
@@ -284,6 +291,19 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
     //  batch saves a poll change per frame, which counts in broadcasts
     if (conn->ready && was_empty)
         lws_callback_on_writable (conn->wsi);
+}
+
+//  Take the head frame off a connection's queue
+static void
+s_conn_pop (ws_conn_t *conn)
+{
+    qnode_t *node = conn->head;
+    conn->head = node->next;
+    if (!conn->head)
+        conn->tail = NULL;
+    conn->queued_bytes -= node->frame->len;
+    s_frame_unref (node->frame);
+    free (node);
 }
 
 //  Send a frame to one connection; frees it if nobody took it
@@ -557,10 +577,17 @@ s_api_metrics (self_t *self, http_req_t *req)
         "chatd_storage_batches_total %" PRIu64 "\n"
         "# HELP chatd_connections_paused_total Times a connection was not read for back-pressure.\n"
         "# TYPE chatd_connections_paused_total counter\n"
-        "chatd_connections_paused_total %" PRIu64 "\n",
+        "chatd_connections_paused_total %" PRIu64 "\n"
+        "# HELP chatd_ws_frames_sent_total WebSocket frames written to clients.\n"
+        "# TYPE chatd_ws_frames_sent_total counter\n"
+        "chatd_ws_frames_sent_total %" PRIu64 "\n"
+        "# HELP chatd_ws_writes_total Writes those frames took (queued frames go out together).\n"
+        "# TYPE chatd_ws_writes_total counter\n"
+        "chatd_ws_writes_total %" PRIu64 "\n",
         self->ws_count, zhashx_size (self->sessions), self->http_requests,
         self->frames_received, self->messages_acknowledged, self->messages_failed,
-        self->storage_up ? 1 : 0, self->storage_stored, self->storage_batches, self->paused_total);
+        self->storage_up ? 1 : 0, self->storage_stored, self->storage_batches, self->paused_total,
+        self->frames_sent, self->frame_writes);
     s_req_answer_raw (req, 200, "text/plain; version=0.0.4", text, strlen (text), NULL);
     zstr_free (&text);
 }
@@ -842,20 +869,76 @@ s_ws_closed (self_t *self, pss_t *pss)
     if (conn->next)
         conn->next->prev = conn->prev;
     self->ws_count--;
-    while (conn->head) {
-        qnode_t *node = conn->head;
-        conn->head = node->next;
-        s_frame_unref (node->frame);
-        free (node);
-    }
+    while (conn->head)
+        s_conn_pop (conn);
     free (conn->rx);
     free (conn);
     pss->conn = NULL;
 }
 
-//  LWS_CALLBACK_SERVER_WRITEABLE: write queued frames while the socket takes them
+//  Put a WebSocket text frame header for a payload of len bytes at out (a
+//  server's frames are not masked); returns the header's size
+static size_t
+s_ws_header (unsigned char *out, size_t len)
+{
+    out [0] = 0x81;                     //  FIN, text
+    if (len < 126) {
+        out [1] = (unsigned char) len;
+        return 2;
+    }
+    if (len <= 0xffff) {
+        out [1] = 126;
+        out [2] = (unsigned char) (len >> 8);
+        out [3] = (unsigned char) len;
+        return 4;
+    }
+    out [1] = 127;
+    for (int i = 0; i < 8; i++)
+        out [2 + i] = (unsigned char) ((uint64_t) len >> (56 - 8 * i));
+    return 10;
+}
+
+//  Write the queued frames in one send: as many whole frames as fit in
+//  WRITE_BATCH bytes, framed here and handed to lws as raw bytes (it
+//  buffers what the socket does not take and flushes it before the next
+//  WRITEABLE). A frame larger than the batch goes out alone through lws's
+//  own framing. One send and no poll() per frame is what makes a broadcast
+//  to thousands of connections, or a burst of answers to one, cheap.
 static int
-s_ws_writeable (ws_conn_t *conn)
+s_ws_write_batch (self_t *self, ws_conn_t *conn)
+{
+    unsigned char *out = self->wbuf + LWS_PRE;
+    size_t used = 0;
+    while (conn->head) {
+        frame_t *frame = conn->head->frame;
+        if (used + WS_HEADER_MAX + frame->len > WRITE_BATCH)
+            break;
+        used += s_ws_header (out + used, frame->len);
+        memcpy (out + used, frame->data + LWS_PRE, frame->len);
+        used += frame->len;
+        s_conn_pop (conn);
+        self->frames_sent++;
+    }
+    if (used) {
+        self->frame_writes++;
+        return lws_write (conn->wsi, out, used, LWS_WRITE_HTTP) < (int) used ? -1 : 0;
+    }
+    if (!conn->head)
+        return 0;
+    //  The head frame alone is larger than a batch
+    frame_t *frame = conn->head->frame;
+    if (lws_write (conn->wsi, frame->data + LWS_PRE, frame->len, LWS_WRITE_TEXT) < (int) frame->len)
+        return -1;
+    s_conn_pop (conn);
+    self->frames_sent++;
+    self->frame_writes++;
+    return 0;
+}
+
+//  LWS_CALLBACK_SERVER_WRITEABLE: write the queued frames (one batch), or
+//  the close frame once the queue is flushed
+static int
+s_ws_writeable (self_t *self, ws_conn_t *conn)
 {
     if (conn->close_now || (conn->close_code && !conn->head)) {
         //  Write the close frame ourselves, then hang up: lws's own deferred
@@ -872,21 +955,10 @@ s_ws_writeable (ws_conn_t *conn)
                           (unsigned char *) conn->close_reason, reason_len);
         return -1;
     }
-    if (!conn->ready)
+    if (!conn->ready || lws_partial_buffered (conn->wsi))
         return 0;
-    while (conn->head && !lws_send_pipe_choked (conn->wsi)) {
-        qnode_t *node = conn->head;
-        frame_t *frame = node->frame;
-        int written = lws_write (conn->wsi, frame->data + LWS_PRE, frame->len, LWS_WRITE_TEXT);
-        if (written < (int) frame->len)
-            return -1;
-        conn->head = node->next;
-        if (!conn->head)
-            conn->tail = NULL;
-        conn->queued_bytes -= frame->len;
-        s_frame_unref (frame);
-        free (node);
-    }
+    if (s_ws_write_batch (self, conn) != 0)
+        return -1;
     if (conn->head || conn->close_code)
         lws_callback_on_writable (conn->wsi);
     return 0;
@@ -1358,7 +1430,7 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
         case LWS_CALLBACK_RECEIVE:
             return s_ws_receive (self, wsi, pss->conn, in, len);
         case LWS_CALLBACK_SERVER_WRITEABLE:
-            return pss->conn ? s_ws_writeable (pss->conn) : 0;
+            return pss->conn ? s_ws_writeable (self, pss->conn) : 0;
         case LWS_CALLBACK_CLOSED:
             s_ws_closed (self, pss);
             return 0;
@@ -1432,6 +1504,7 @@ s_self_destroy (self_t **self_p)
         zsock_destroy (&self->inbox);
         chat_msg_release (&self->msg);
         chat_json_release (&self->json);
+        free (self->wbuf);
         free (self);
         *self_p = NULL;
     }
@@ -1452,6 +1525,8 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
     self->sessions = zhashx_new ();
     zhashx_set_destructor (self->sessions, s_session_destroy);
     self->storage_up = true;
+    self->wbuf = (unsigned char *) malloc (LWS_PRE + WRITE_BATCH);
+    assert (self->wbuf);
     self->inbox = chat_inbox_new (CHAT_ACTOR_WS_FRONT);
     self->outbox = chat_outbox_new (CHAT_ACTOR_WS_FRONT, cfg->server_tap);
     if (!self->inbox) {
@@ -1526,6 +1601,7 @@ void
 chat_ws_front_actor (zsock_t *pipe, void *args)
 {
     char error [256] = "";
+    chat_actor_thread_name (CHAT_ACTOR_WS_FRONT);
     self_t *self = s_self_new (pipe, (const chat_config_t *) args, error, sizeof error);
     zsock_signal (pipe, 0);
     if (!self) {

@@ -179,6 +179,9 @@ zsock_t *chat_outbox_socket (chat_outbox_t *self, chat_actor_t to);
 //  zactor_destroy waiting for a signal chat_actor_started consumed). chat_actor_started() reads
 //  it on the caller's side; returns 0 if ready, else -1 and copies the reason.
 int chat_actor_report (zsock_t *pipe, const char *error);   //  NULL = ready
+//  Name the calling thread after the actor ("ws-front", ...), so that top -H,
+//  perf and /proc/PID/task/*/comm show which actor spends what
+void chat_actor_thread_name (chat_actor_t actor);
 int chat_actor_started (zactor_t *actor, char *error, size_t size);
 
 //  --- Serving -------------------------------------------------------------

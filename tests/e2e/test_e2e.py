@@ -1321,6 +1321,9 @@ class BackPressureTests (ServerCase):
         self.assertEqual ([m ["content"] for m in stored], ["bp %d" % i for i in range (n)])
         #  ... and reading that connection really was paused on the way
         self.assertGreater (metric (self.port, "chatd_connections_paused_total"), 0)
+        #  answers that were queued together went out in one write
+        self.assertLess (metric (self.port, "chatd_ws_writes_total"),
+                         metric (self.port, "chatd_ws_frames_sent_total"))
         #  the connection is usable afterwards
         await wa.pm_ok (b.user_id, "after the flood")
 
