@@ -71,6 +71,8 @@ typedef struct ws_conn_t {
     char session [SESSION_HASH_SIZE];   //  Hash of the session it opened with
     char address [64];                  //  Client address
     bool ready;                         //  online_users queued: may write
+    bool write_asked;                   //  A WRITEABLE callback is requested
+    bool deferred;                      //  In self->deferred: presence frames wait
     qnode_t *head, *tail;               //  Frames waiting to be written
     size_t queued_bytes;                //  Their total size
     uint16_t close_code;                //  Close once the queue is flushed
@@ -131,6 +133,9 @@ typedef struct {
     lws_retry_bo_t keepalive;           //  Ping and hang-up times, from [websocket]
     lws_sorted_usec_list_t sul_drain;   //  Re-arms a capped drain
     lws_sorted_usec_list_t sul_tick;    //  Once a second: HTTP deadlines
+    lws_sorted_usec_list_t sul_presence;    //  Flushes the deferred connections
+    uint64_t *deferred;                 //  conn_ids with presence frames waiting
+    size_t deferred_count, deferred_cap;
     bool terminated;                    //  $TERM received
     uint64_t next_id;                   //  Last conn_id / req_id given
     chat_idmap_t conns;                 //  conn_id -> ws_conn_t
@@ -238,6 +243,58 @@ s_frame_unref (frame_t *frame)
         free (frame);
 }
 
+//  Ask for one WRITEABLE callback, unless one is asked already
+static void
+s_conn_want_write (ws_conn_t *conn)
+{
+    if (!conn->write_asked) {
+        conn->write_asked = true;
+        lws_callback_on_writable (conn->wsi);
+    }
+}
+
+//  Presence frames (user_online, user_offline) may wait up to [websocket]
+//  presence_delay_ms, so that a connection gets every presence change of
+//  that time in one write instead of one write each: with thousands of
+//  users coming and going, that is the difference between a few sends per
+//  connection per second and one per connection per change. Any other
+//  frame queued behind them writes them at once, in order.
+static void
+s_flush_deferred (lws_sorted_usec_list_t *sul)
+{
+    self_t *self = lws_container_of (sul, self_t, sul_presence);
+    for (size_t i = 0; i < self->deferred_count; i++) {
+        ws_conn_t *conn = (ws_conn_t *) chat_idmap_get (&self->conns, self->deferred [i]);
+        if (conn && conn->deferred) {
+            conn->deferred = false;
+            if (conn->head)
+                s_conn_want_write (conn);
+        }
+    }
+    self->deferred_count = 0;
+}
+
+static void
+s_conn_defer (self_t *self, ws_conn_t *conn)
+{
+    if (conn->write_asked || conn->deferred)
+        return;
+    if (self->cfg.websocket_presence_delay_ms == 0) {
+        s_conn_want_write (conn);
+        return;
+    }
+    if (self->deferred_count == self->deferred_cap) {
+        self->deferred_cap = self->deferred_cap ? 2 * self->deferred_cap : 1024;
+        self->deferred = (uint64_t *) realloc (self->deferred, self->deferred_cap * sizeof (uint64_t));
+        assert (self->deferred);
+    }
+    if (self->deferred_count == 0)
+        lws_sul_schedule (self->context, 0, &self->sul_presence, s_flush_deferred,
+                          (lws_usec_t) self->cfg.websocket_presence_delay_ms * LWS_US_PER_MS);
+    self->deferred [self->deferred_count++] = conn->id;
+    conn->deferred = true;
+}
+
 //  Close a connection with a code: after what is queued (flush_first) or
 //  at once. A client that does not read may never make its socket
 //  writable again, so a timer hangs up on it regardless.
@@ -248,14 +305,15 @@ s_conn_close (ws_conn_t *conn, uint16_t code, const char *reason, bool flush_fir
     snprintf (conn->close_reason, sizeof conn->close_reason, "%s", reason);
     if (!flush_first)
         conn->close_now = true;
-    lws_callback_on_writable (conn->wsi);
+    s_conn_want_write (conn);
     lws_set_timeout (conn->wsi, PENDING_TIMEOUT_USER_OK, flush_first ? 10 : 1);
 }
 
-//  Queue a frame on a connection and ask to write. A client that does not
-//  read is cut off once its queue passes max_queue_bytes.
+//  Queue a frame on a connection and ask to write: now, or with the next
+//  presence flush (lazy). A client that does not read is cut off once its
+//  queue passes max_queue_bytes.
 static void
-s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
+s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front, bool lazy)
 {
     if (conn->close_now)
         return;
@@ -270,7 +328,6 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
     assert (node);
     node->frame = frame;
     frame->refs++;
-    bool was_empty = conn->head == NULL;
     if (front) {
         node->next = conn->head;
         conn->head = node;
@@ -286,11 +343,13 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front)
         conn->tail = node;
     }
     conn->queued_bytes += frame->len;
-    //  A ready connection with frames queued has a write request pending
-    //  already (WRITEABLE asks again while frames remain): asking once per
-    //  batch saves a poll change per frame, which counts in broadcasts
-    if (conn->ready && was_empty)
-        lws_callback_on_writable (conn->wsi);
+    //  Before online_users is queued nothing is written (it must be first)
+    if (!conn->ready)
+        return;
+    if (lazy)
+        s_conn_defer (self, conn);
+    else
+        s_conn_want_write (conn);
 }
 
 //  Take the head frame off a connection's queue
@@ -312,7 +371,7 @@ s_send_frame (self_t *self, ws_conn_t *conn, frame_t *frame)
 {
     frame->refs++;
     if (conn)
-        s_conn_push (self, conn, frame, false);
+        s_conn_push (self, conn, frame, false, false);
     s_frame_unref (frame);
 }
 
@@ -326,7 +385,7 @@ s_send_frame_to_ids (self_t *self, const char *ids, frame_t *frame)
     while (chat_ids_next (&cursor, &id)) {
         ws_conn_t *conn = id ? (ws_conn_t *) chat_idmap_get (&self->conns, id) : NULL;
         if (conn)
-            s_conn_push (self, conn, frame, false);
+            s_conn_push (self, conn, frame, false, false);
     }
     s_frame_unref (frame);
 }
@@ -940,6 +999,7 @@ s_ws_write_batch (self_t *self, ws_conn_t *conn)
 static int
 s_ws_writeable (self_t *self, ws_conn_t *conn)
 {
+    conn->write_asked = false;
     if (conn->close_now || (conn->close_code && !conn->head)) {
         //  Write the close frame ourselves, then hang up: lws's own deferred
         //  close frame is lost when a WRITEABLE callback returns -1 on the
@@ -955,12 +1015,14 @@ s_ws_writeable (self_t *self, ws_conn_t *conn)
                           (unsigned char *) conn->close_reason, reason_len);
         return -1;
     }
-    if (!conn->ready || lws_partial_buffered (conn->wsi))
+    if (!conn->ready)
         return 0;
-    if (s_ws_write_batch (self, conn) != 0)
+    //  (lws flushes what a socket did not take before calling us; should
+    //  some remain, the batch waits for the next callback)
+    if (!lws_partial_buffered (conn->wsi) && s_ws_write_batch (self, conn) != 0)
         return -1;
     if (conn->head || conn->close_code)
-        lws_callback_on_writable (conn->wsi);
+        s_conn_want_write (conn);
     return 0;
 }
 
@@ -1133,10 +1195,10 @@ s_handle_online_users (self_t *self, chat_msg_t *m)
     s_json_key_raw (self, "users", m->s [1], m->len [1]);
     frame_t *frame = s_json_frame (self);
     frame->refs++;
-    s_conn_push (self, conn, frame, true);      //  Always the first frame
+    s_conn_push (self, conn, frame, true, false);   //  Always the first frame
     s_frame_unref (frame);
     conn->ready = true;
-    lws_callback_on_writable (conn->wsi);
+    s_conn_want_write (conn);
 }
 
 //  user_online / user_offline: every connection but the user's own
@@ -1150,7 +1212,7 @@ s_handle_user_presence (self_t *self, chat_msg_t *m, const char *type)
     frame->refs++;
     for (ws_conn_t *conn = self->ws_list; conn; conn = conn->next)
         if (conn->user_id != m->u [0])
-            s_conn_push (self, conn, frame, false);
+            s_conn_push (self, conn, frame, false, true);
     s_frame_unref (frame);
 }
 
@@ -1505,6 +1567,7 @@ s_self_destroy (self_t **self_p)
         chat_msg_release (&self->msg);
         chat_json_release (&self->json);
         free (self->wbuf);
+        free (self->deferred);
         free (self);
         *self_p = NULL;
     }

@@ -99,6 +99,7 @@ static const s_key_t s_keys [] = {
 
     S_INT (websocket, ping_interval_s, 1, 65535, "54"),
     S_INT (websocket, pong_timeout_s, 1, 65535, "60"),
+    S_INT (websocket, presence_delay_ms, 0, 10000, "500"),
 };
 #define S_KEY_COUNT (sizeof s_keys / sizeof s_keys [0])
 

@@ -72,6 +72,7 @@ typedef struct {
     //  [websocket]
     int websocket_ping_interval_s;      //  Ping period
     int websocket_pong_timeout_s;       //  Close when no answer for this long
+    int websocket_presence_delay_ms;    //  Longest wait to batch presence frames
 } chat_config_t;
 
 //  Fill cfg with the built-in defaults.

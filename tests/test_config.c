@@ -158,6 +158,7 @@ test_defaults (void **state)
     assert_int_equal (c->limits_max_queue_bytes, 1048576);
     assert_int_equal (c->websocket_ping_interval_s, 54);
     assert_int_equal (c->websocket_pong_timeout_s, 60);
+    assert_int_equal (c->websocket_presence_delay_ms, 500);
 
     //  Loading without a file gives the same
     chat_config_t loaded;
@@ -181,7 +182,7 @@ test_example_file (void **state)
     chat_config_defaults (&defaults);
     assert_memory_equal (&f->cfg, &defaults, sizeof defaults);
 
-    //  ... and sets every one of the 35 keys (none is only in a comment)
+    //  ... and sets every one of the 36 keys (none is only in a comment)
     FILE *file = fopen (path, "r");
     assert_non_null (file);
     char line [512];
@@ -190,7 +191,7 @@ test_example_file (void **state)
         if (line [0] != ';' && line [0] != '[' && strchr (line, '='))
             keys++;
     fclose (file);
-    assert_int_equal (keys, 35);
+    assert_int_equal (keys, 36);
 }
 
 static void

@@ -1328,6 +1328,39 @@ class BackPressureTests (ServerCase):
         await wa.pm_ok (b.user_id, "after the flood")
 
 
+class PresenceBatchTests (ServerCase):
+    server_env = dict (NO_LOGIN_LIMIT, CHAT_WEBSOCKET_PRESENCE_DELAY_MS="3000")
+
+    @atest (timeout=30)
+    async def test_presence_changes_go_out_together_and_in_order (self):
+        """user_online frames wait up to presence_delay_ms and go to each
+        connection in one write; a frame that cannot wait takes them along,
+        in order."""
+        a, b, c, d, e = (self.user () for _ in range (5))
+        wa = await self.connect (a)
+        frames0 = metric (self.port, "chatd_ws_frames_sent_total")
+        writes0 = metric (self.port, "chatd_ws_writes_total")
+        for u in (b, c, d):
+            await self.connect (u)
+        for u in (b, c, d):
+            await wa.expect ("user_online", user_id=u.user_id)
+        frames = metric (self.port, "chatd_ws_frames_sent_total") - frames0
+        writes = metric (self.port, "chatd_ws_writes_total") - writes0
+        #  3 online_users + 3 user_online to a + 2 to b + 1 to c
+        self.assertEqual (frames, 9)
+        self.assertLess (writes, frames)
+        #  e comes online, then writes to a at once: a gets user_online
+        #  first, with the message, not after the delay
+        we = await self.connect (e)
+        start = asyncio.get_running_loop ().time ()
+        await we.pm_ok (a.user_id, "hello")
+        got = await wa.expect ("private_message", from_user_id=e.user_id, timeout=2)
+        self.assertLess (asyncio.get_running_loop ().time () - start, 2.5)
+        types = [(f ["type"], f.get ("user_id", f.get ("from_user_id"))) for f in wa.buf + [got]]
+        self.assertIn (("user_online", e.user_id), types, "user_online did not come with the message")
+        self.assertLess (types.index (("user_online", e.user_id)), types.index (("private_message", e.user_id)), types)
+
+
 class RateLimitTests (ServerCase):
     server_env = dict (NO_LOGIN_LIMIT, CHAT_RATE_LIMIT_MESSAGES_PER_SECOND="1", CHAT_RATE_LIMIT_BURST="3",
                        CHAT_RATE_LIMIT_CLOSE_AFTER="3")
