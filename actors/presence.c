@@ -19,6 +19,7 @@
 #include "chat_actors.h"
 #include "chat_config.h"
 #include "chat_msg.h"
+#include "chat_wire.h"
 #include <inttypes.h>
 #include <jansson.h>
 
@@ -26,6 +27,8 @@
 typedef struct {
     uint64_t user_id;                   //  The user
     char *nickname;                     //  As given by the first join
+    char *entry;                        //  {"user_id":..,"nickname":".."}, for online_users
+    size_t entry_len;                   //  Its length
     uint64_t *conns;                    //  Open connection ids
     size_t count;                       //  Connections in conns
     size_t cap;                         //  Capacity of conns
@@ -37,6 +40,7 @@ typedef struct {
     chat_outbox_t *outbox;              //  PUSH socket to ws-front
     chat_msg_t msg;                     //  Last message received, decoded
     zhashx_t *users;                    //  "user_id" -> s_user_t, online users only
+    chat_json_t json;                   //  Scratch buffer: online_users lists
 } self_t;
 
 
@@ -49,6 +53,7 @@ s_user_destroy (void **item_p)
     s_user_t *user = (s_user_t *) *item_p;
     if (user) {
         free (user->nickname);
+        free (user->entry);
         free (user->conns);
         free (user);
         *item_p = NULL;
@@ -63,6 +68,16 @@ s_user_new (uint64_t user_id, const char *nickname, size_t len)
     user->user_id = user_id;
     user->nickname = strndup (nickname, len);
     assert (user->nickname);
+    //  Written once: every online_users list is these entries joined
+    chat_json_t entry = { NULL, 0, 0 };
+    chat_json_lit (&entry, "{");
+    chat_json_key (&entry, "user_id");
+    chat_json_u64 (&entry, user_id);
+    chat_json_key (&entry, "nickname");
+    chat_json_string (&entry, nickname, len);
+    chat_json_lit (&entry, "}");
+    user->entry = entry.data;
+    user->entry_len = entry.len;
     return user;
 }
 
@@ -126,6 +141,7 @@ s_self_destroy (self_t **self_p)
     self_t *self = *self_p;
     if (self) {
         zhashx_destroy (&self->users);
+        chat_json_release (&self->json);
         chat_msg_release (&self->msg);
         chat_outbox_destroy (&self->outbox);
         zsock_destroy (&self->inbox);
@@ -149,20 +165,22 @@ s_send_http (self_t *self, uint64_t req_id, uint64_t status, json_t *body)
     json_decref (body);
 }
 
-//  Every online user except user_id, as a JSON array (compact text)
-static char *
+//  Every online user except user_id, as a JSON array in self->json: the
+//  users' entries joined, so a list of N users costs N copies
+static void
 s_online_others (self_t *self, uint64_t user_id)
 {
-    json_t *array = json_array ();
+    chat_json_t *json = &self->json;
+    json->len = 0;
+    chat_json_lit (json, "[");
     for (s_user_t *user = (s_user_t *) zhashx_first (self->users); user;
          user = (s_user_t *) zhashx_next (self->users))
-        if (user->user_id != user_id)
-            json_array_append_new (array, json_pack ("{s:I,s:s}",
-                                   "user_id", (json_int_t) user->user_id,
-                                   "nickname", user->nickname));
-    char *text = json_dumps (array, JSON_COMPACT);
-    json_decref (array);
-    return text;
+        if (user->user_id != user_id) {
+            if (json->len > 1)
+                chat_json_lit (json, ",");
+            chat_json_raw (json, user->entry, user->entry_len);
+        }
+    chat_json_lit (json, "]");
 }
 
 //  join conn_id user_id nickname
@@ -183,10 +201,9 @@ s_handle_join (self_t *self, chat_msg_t *m)
     s_user_add_conn (user, conn_id);
 
     //  The new connection's first frame: everyone else online
-    char *users = s_online_others (self, user_id);
-    chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_ONLINE_USERS,
-               conn_id, users? users: "[]");
-    free (users);
+    s_online_others (self, user_id);
+    chat_sendn (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_ONLINE_USERS,
+                conn_id, self->json.data, self->json.len);
     if (first)
         chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_USER_ONLINE,
                    user_id, user->nickname);
