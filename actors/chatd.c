@@ -20,6 +20,7 @@
 #include "chat_msg.h"
 #include <signal.h>
 #include <pthread.h>
+#include <sys/resource.h>
 
 typedef struct {
     const char *name;                   //  For messages
@@ -61,6 +62,27 @@ s_tap_proxy_new (const char *endpoint)
     return proxy;
 }
 
+//  Each connection is a descriptor: take the hard limit on open files (the
+//  soft one is often 1024), and say so when [limits] max_connections cannot
+//  be reached under it
+static void
+s_raise_file_limit (const chat_config_t *cfg)
+{
+    struct rlimit limit;
+    if (getrlimit (RLIMIT_NOFILE, &limit) != 0)
+        return;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit (RLIMIT_NOFILE, &limit) != 0)
+            getrlimit (RLIMIT_NOFILE, &limit);
+    }
+    //  About 100 descriptors go to ZeroMQ, the database and the listener
+    if (limit.rlim_cur != RLIM_INFINITY && (rlim_t) cfg->limits_max_connections + 100 > limit.rlim_cur)
+        zsys_warning ("chatd: [limits] max_connections is %d but this process may open only %lu files:"
+                      " connections past about %lu will fail", cfg->limits_max_connections,
+                      (unsigned long) limit.rlim_cur, (unsigned long) limit.rlim_cur - 100);
+}
+
 static void
 s_stop (zactor_t **actors)
 {
@@ -98,6 +120,7 @@ main (int argc, char *argv [])
     pthread_sigmask (SIG_BLOCK, &signals, NULL);
     zsys_init ();
     zsys_set_logident ("chatd");
+    s_raise_file_limit (&cfg);
 
     //  [server] log_level: info and debug announce start and stop
     bool verbose = streq (cfg.server_log_level, "info") || streq (cfg.server_log_level, "debug");

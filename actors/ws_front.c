@@ -38,6 +38,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <strings.h>
 
 //  Most messages handled per drain before yielding to the network
@@ -49,6 +50,9 @@
 #define WRITE_BATCH (64 * 1024)
 //  Largest WebSocket frame header a server writes (unmasked, 64-bit length)
 #define WS_HEADER_MAX 10
+//  Frames queued at once (all connections) that count as a burst, after
+//  which the heap is trimmed once the queues have drained
+#define TRIM_AFTER_FRAMES 100000
 
 //  A frame to write, shared by every connection it fans out to
 typedef struct {
@@ -162,6 +166,8 @@ typedef struct {
     uint64_t paused_total;              //  Times a connection stopped being read
     uint64_t frames_sent;               //  WebSocket frames written
     uint64_t frame_writes;              //  Writes they took (one per batch)
+    size_t queued_frames;               //  Queue entries on all connections now
+    size_t queued_peak;                 //  Most of them since the last trim
 } self_t;
 
 static int s_callback (struct lws *wsi, enum lws_callback_reasons reason,
@@ -348,6 +354,8 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front, bool laz
         conn->tail = node;
     }
     conn->queued_bytes += frame->len;
+    if (++self->queued_frames > self->queued_peak)
+        self->queued_peak = self->queued_frames;
     //  Before online_users is queued nothing is written (it must be first)
     if (!conn->ready)
         return;
@@ -359,8 +367,9 @@ s_conn_push (self_t *self, ws_conn_t *conn, frame_t *frame, bool front, bool laz
 
 //  Take the head frame off a connection's queue
 static void
-s_conn_pop (ws_conn_t *conn)
+s_conn_pop (self_t *self, ws_conn_t *conn)
 {
+    self->queued_frames--;
     qnode_t *node = conn->head;
     conn->head = node->next;
     if (!conn->head)
@@ -794,6 +803,13 @@ s_tick (lws_sorted_usec_list_t *sul)
             s_req_error (req, 503, "unavailable", "the server did not answer in time");
     }
     s_keepalive (self);
+    //  After a burst (thousands of users coming online at once queue
+    //  presence frames on every connection) the freed queue entries are
+    //  scattered through the heap: give those pages back once drained
+    if (self->queued_peak >= TRIM_AFTER_FRAMES && self->queued_frames < self->queued_peak / 16) {
+        malloc_trim (0);
+        self->queued_peak = self->queued_frames;
+    }
     lws_sul_schedule (self->context, 0, &self->sul_tick, s_tick, LWS_US_PER_SEC);
 }
 
@@ -999,7 +1015,7 @@ s_ws_closed (self_t *self, pss_t *pss)
     s_ws_list_remove (self, conn);
     self->ws_count--;
     while (conn->head)
-        s_conn_pop (conn);
+        s_conn_pop (self, conn);
     free (conn->rx);
     free (conn);
     pss->conn = NULL;
@@ -1052,7 +1068,7 @@ s_ws_write_batch (self_t *self, ws_conn_t *conn)
         used += s_ws_header (out + used, frame->len);
         memcpy (out + used, frame->data + LWS_PRE, frame->len);
         used += frame->len;
-        s_conn_pop (conn);
+        s_conn_pop (self, conn);
         frames++;
     }
     self->frames_sent += frames;
@@ -1066,7 +1082,7 @@ s_ws_write_batch (self_t *self, ws_conn_t *conn)
     frame_t *frame = conn->head->frame;
     if (lws_write (conn->wsi, frame->data + LWS_PRE, frame->len, LWS_WRITE_TEXT) < (int) frame->len)
         return -1;
-    s_conn_pop (conn);
+    s_conn_pop (self, conn);
     self->frames_sent++;
     self->frame_writes++;
     return 0;
