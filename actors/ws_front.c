@@ -18,8 +18,10 @@
     wakeup does not scan every connection; a message is written the moment
     it arrives. Nothing here waits on disk or on password hashing: HTTP API
     requests are sent on and answered when the answer comes back. Frames
-    are written only in WRITEABLE callbacks, as many as the socket takes,
-    in order.
+    are written only in WRITEABLE callbacks, in order, everything queued
+    for a connection in one send; presence frames may wait a little to
+    share that send. Keep-alive (pings, hang-ups) is done here too, at a
+    cost that does not grow with the number of idle connections.
     =========================================================================
 */
 
