@@ -962,7 +962,8 @@ s_keepalive (self_t *self)
         if (silent < ping_after)
             break;              //  The rest were heard from later
         if (silent >= hangup_after) {
-            if (!conn->close_code)
+            //  (not one we stopped reading: its silence is ours)
+            if (!conn->close_code && !conn->paused)
                 s_conn_close (conn, LWS_CLOSE_STATUS_GOINGAWAY, "ping timeout", false);
         }
         else
@@ -1145,6 +1146,7 @@ s_inflight_add (self_t *self, ws_conn_t *conn, int delta)
     if (conn->paused && conn->inflight <= limit / 2) {
         conn->paused = false;
         lws_rx_flow_control (conn->wsi, 1);
+        s_conn_heard (self, conn);      //  Its pongs may be behind what we did not read
     }
 }
 
