@@ -571,11 +571,48 @@ class Client:
             self.ws.transport.abort ()
 
 
-def ws_upgrade (port, cookie, origin=None, timeout=10.0):
+def read_http_response (s, timeout):
+    """(status, JSON body or None) of one HTTP response on socket s; a body
+    without Content-Length is read until the server closes."""
+    data = b""
+    deadline = time.monotonic () + timeout
+    while b"\r\n\r\n" not in data:
+        s.settimeout (max (0.01, deadline - time.monotonic ()))
+        chunk = s.recv (4096)
+        if not chunk:
+            raise AssertionError ("connection closed without an answer: %r" % data)
+        data += chunk
+    head, _, body = data.partition (b"\r\n\r\n")
+    lines = head.decode ("latin-1").split ("\r\n")
+    status = int (lines [0].split () [1])
+    if status == 101:
+        return 101, None
+    length = None
+    for line in lines [1:]:
+        k, _, v = line.partition (":")
+        if k.strip ().lower () == "content-length":
+            length = int (v.strip ())
+    try:
+        while length is None or len (body) < length:
+            s.settimeout (max (0.01, deadline - time.monotonic ()))
+            chunk = s.recv (4096)
+            if not chunk:
+                break
+            body += chunk
+    except OSError:
+        pass
+    try:
+        return status, json.loads (body [:length])
+    except ValueError:
+        return status, None
+
+
+def ws_upgrade (port, cookie, origin=None, timeout=10.0, source=None):
     """A /ws upgrade attempt over a plain socket (python-websockets refuses
-    to parse some refusals): (status, JSON body or None). The connection is
-    closed right after."""
-    s = socket.create_connection (("127.0.0.1", port), timeout)
+    to parse some refusals), from local address source when given:
+    (status, JSON body or None). The connection is closed right after."""
+    s = socket.create_connection (("127.0.0.1", port), timeout,
+                                  source_address=(source, 0) if source else None)
     try:
         key = base64.b64encode (os.urandom (16)).decode ()
         req = ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
@@ -586,39 +623,25 @@ def ws_upgrade (port, cookie, origin=None, timeout=10.0):
         if origin:
             req += "Origin: %s\r\n" % origin
         s.sendall ((req + "\r\n").encode ())
-        data = b""
-        deadline = time.monotonic () + timeout
-        while b"\r\n\r\n" not in data:
-            s.settimeout (max (0.01, deadline - time.monotonic ()))
-            chunk = s.recv (4096)
-            if not chunk:
-                raise AssertionError ("/ws upgrade: connection closed without an answer: %r" % data)
-            data += chunk
-        head, _, body = data.partition (b"\r\n\r\n")
-        lines = head.decode ("latin-1").split ("\r\n")
-        status = int (lines [0].split () [1])
-        if status == 101:
-            return 101, None
-        length = None
-        for l in lines [1:]:
-            k, _, v = l.partition (":")
-            if k.strip ().lower () == "content-length":
-                length = int (v.strip ())
-        try:
-            while length is None or len (body) < length:
-                s.settimeout (max (0.01, deadline - time.monotonic ()))
-                chunk = s.recv (4096)
-                if not chunk:
-                    break
-                body += chunk
-        except OSError:
-            pass
-        try:
-            return status, json.loads (body)
-        except ValueError:
-            return status, None
+        return read_http_response (s, timeout)
     finally:
         s.close ()
+
+
+async def collect_answers (client, client_ids, timeout=60.0, got=None):
+    """Wait for the answer (message_delivered or message_failed) to every
+    client_id: {client_id: frame}, filled in got as they come when given."""
+    want = set (client_ids)
+    got = {} if got is None else got
+    loop = asyncio.get_running_loop ()
+    deadline = loop.time () + timeout
+    while want:
+        f = await client.expect (timeout=max (0.1, deadline - loop.time ()),
+                                 where=lambda f: f ["type"] in ("message_delivered", "message_failed")
+                                 and f.get ("client_id") in want)
+        want.discard (f ["client_id"])
+        got [f ["client_id"]] = f
+    return got
 
 
 async def ws_status (port, cookie, origin=None):

@@ -40,7 +40,7 @@ from harness import (CONFIG, atest, metric, ws_upgrade, FAST_HASH, NO_LOGIN_LIMI
                      Client, PgControl, RawWS, Server, check_message, check_timestamp,
                      free_port, history_all, is_id, login, new_user, pg_conninfo,
                      pg_control_available, register, request, same, sync_all, unique,
-                     ws_status, run_main)
+                     ws_status, collect_answers, run_main)
 
 
 # ---------------------------------------------------------------------------
@@ -89,29 +89,13 @@ def conv_by_user (conversations, user_id):
     return None
 
 
-async def collect_acks (client, to, client_ids, timeout=60.0, got=None):
-    """Wait for the answer to every client_id; {client_id: frame} (filled
-    in got as they come, when given)."""
-    want = set (client_ids)
-    got = {} if got is None else got
-    loop = asyncio.get_running_loop ()
-    deadline = loop.time () + timeout
-    while want:
-        f = await client.expect (timeout=max (0.1, deadline - loop.time ()),
-                                 where=lambda f: f ["type"] in ("message_delivered", "message_failed")
-                                 and f.get ("client_id") in want)
-        want.discard (f ["client_id"])
-        got [f ["client_id"]] = f
-    return got
-
-
 async def send_many (client, to, n, prefix):
     """Pipeline n messages (content == client_id); return the acks in order."""
     cids = ["%s-%d" % (prefix, i) for i in range (n)]
     for cid in cids:
         await client.send ({"type": "private_message", "to_user_id": to, "content": cid,
                             "client_id": cid})
-    got = await collect_acks (client, to, cids)
+    got = await collect_answers (client, cids)
     acks = [got [c] for c in cids]
     for a in acks:
         assert a ["type"] == "message_delivered", a
@@ -1467,7 +1451,7 @@ class DefaultsTests (ServerCase):
         acked, refused = [], []
         got = {}
         try:
-            await collect_acks (wa, b.user_id, cids, timeout=10, got=got)
+            await collect_answers (wa, cids, timeout=10, got=got)
         except AssertionError:
             self.assertEqual (wa.close_code, 1008, wa.buf)
             for f in wa.buf:
@@ -1786,7 +1770,7 @@ class DurabilityTests (unittest.TestCase):
                 for cid in missing:
                     await c.send ({"type": "private_message", "to_user_id": b.user_id,
                                    "content": sent [cid], "client_id": cid})
-                got = await collect_acks (c, b.user_id, missing, timeout=60)
+                got = await collect_answers (c, missing, timeout=60)
                 for cid, f in got.items ():
                     self.assertEqual (f ["type"], "message_delivered", f)
                     was = by_content.get (sent [cid])

@@ -48,9 +48,9 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 import harness  # noqa: E402
 from harness import (CONFIG, atest, metric, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
-                     Client, RawWS, Server, check_message, history_all, login, new_user,
+                     Client, RawWS, Server, check_message, history_all, login,
                      pg_conninfo, register, request, sync_all, unique, ws_status,
-                     ws_upgrade, run_main)
+                     ws_upgrade, read_http_response, collect_answers, run_main)
 
 
 # ---------------------------------------------------------------------------
@@ -103,55 +103,6 @@ async def open_ws (port, cookie, label="ws", user=None, origin=None, source=None
         assert f.get ("type") == "online_users", "%s: first frame %r" % (label, f)
         c.first = f
     return c
-
-
-def upgrade_from (port, cookie, source, timeout=10.0):
-    """A /ws upgrade attempt from a chosen local address: (status, JSON body
-    or None). The connection is closed right after."""
-    s = socket.create_connection (("127.0.0.1", port), timeout, source_address=(source, 0))
-    try:
-        key = base64.b64encode (os.urandom (16)).decode ()
-        s.sendall (("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
-                    "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
-                    "Cookie: session=%s\r\n\r\n" % (port, key, cookie)).encode ())
-        return read_http_response (s, timeout)
-    finally:
-        s.close ()
-
-
-def read_http_response (s, timeout):
-    """(status, JSON body or None) of one HTTP response on socket s."""
-    data = b""
-    deadline = time.monotonic () + timeout
-    while b"\r\n\r\n" not in data:
-        s.settimeout (max (0.01, deadline - time.monotonic ()))
-        chunk = s.recv (4096)
-        if not chunk:
-            raise AssertionError ("connection closed without an answer: %r" % data)
-        data += chunk
-    head, _, body = data.partition (b"\r\n\r\n")
-    lines = head.decode ("latin-1").split ("\r\n")
-    status = int (lines [0].split () [1])
-    if status == 101:
-        return 101, None
-    length = 0
-    for line in lines [1:]:
-        k, _, v = line.partition (":")
-        if k.strip ().lower () == "content-length":
-            length = int (v.strip ())
-    try:
-        while len (body) < length:
-            s.settimeout (max (0.01, deadline - time.monotonic ()))
-            chunk = s.recv (4096)
-            if not chunk:
-                break
-            body += chunk
-    except OSError:
-        pass
-    try:
-        return status, json.loads (body [:length])
-    except ValueError:
-        return status, None
 
 
 def raw_socket (port, source=None, rcvbuf=None, timeout=5.0):
@@ -213,22 +164,6 @@ def db_blob (server):
     r = subprocess.run (["pg_dump", "--data-only", pg_conninfo ()], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout
-
-
-async def collect_answers (client, keys, timeout=60.0):
-    """{client_id: message_delivered or message_failed} for every client_id
-    in keys."""
-    want = set (keys)
-    got = {}
-    loop = asyncio.get_running_loop ()
-    deadline = loop.time () + timeout
-    while want:
-        f = await client.expect (timeout=max (0.1, deadline - loop.time ()),
-                                 where=lambda f: f ["type"] in ("message_delivered", "message_failed")
-                                 and f.get ("client_id") in want)
-        want.discard (f ["client_id"])
-        got [f ["client_id"]] = f
-    return got
 
 
 # ---------------------------------------------------------------------------
@@ -467,18 +402,18 @@ class PerAddressLimitTests (ServerCase):
         users = [self.user ("pa") for _ in range (4)]
         for u in users [:3]:
             await self.connect (u, source="127.0.0.2")
-        status, body = await asyncio.to_thread (upgrade_from, self.port, users [3].cookie, "127.0.0.2")
+        status, body = await asyncio.to_thread (ws_upgrade, self.port, users [3].cookie, source="127.0.0.2")
         self.assertEqual ((status, (body or {}).get ("error")), (429, "too_many_connections"), body)
         #  the same user from other addresses is fine
         for source in ("127.0.0.3", "127.0.0.1"):
-            status, body = await asyncio.to_thread (upgrade_from, self.port, users [3].cookie, source)
+            status, body = await asyncio.to_thread (ws_upgrade, self.port, users [3].cookie, source=source)
             self.assertEqual (status, 101, "from %s: %r" % (source, body))
         c = await self.connect (users [3], source="127.0.0.3")
         await c.pm_ok (users [0].user_id, "from another address")
         #  closing one makes room again on that address
         await self._clients.pop (0).close ()
         deadline = time.monotonic () + 5
-        while (await asyncio.to_thread (upgrade_from, self.port, users [3].cookie, "127.0.0.2")) [0] != 101:
+        while (await asyncio.to_thread (ws_upgrade, self.port, users [3].cookie, source="127.0.0.2")) [0] != 101:
             self.assertLess (time.monotonic (), deadline, "no room after closing a connection")
             await asyncio.sleep (0.05)     # waiting for the server to see the close
 
