@@ -7,6 +7,7 @@
 */
 
 #include "chat_msg.h"
+#include "chat_wire.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -360,15 +361,11 @@ s_encode (s_parts_t *parts, chat_cmd_t cmd, bool with_lengths, va_list args)
     int index = 1;
     for (const char *p = picture; *p; p++, index++) {
         if (*p == 'u') {
-            //  Decimal digits, written backwards from the end of numbuf
             uint64_t value = va_arg (args, uint64_t);
             char *end = parts->numbuf [index - 1] + sizeof parts->numbuf [0];
-            char *digit = end;
-            do
-                *--digit = (char) ('0' + value % 10);
-            while (value /= 10);
-            parts->data [index] = digit;
-            parts->size [index] = (size_t) (end - digit);
+            char *first = chat_u64_digits (value, end);
+            parts->data [index] = first;
+            parts->size [index] = (size_t) (end - first);
         }
         else {
             const char *text = va_arg (args, const char *);

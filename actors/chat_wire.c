@@ -219,15 +219,23 @@ chat_json_string (chat_json_t *json, const char *text, size_t len)
     json->len = (size_t) (out - json->data);
 }
 
+char *
+chat_u64_digits (uint64_t value, char *end)
+{
+    char *digit = end;
+    do
+        *--digit = (char) ('0' + value % 10);
+    while (value /= 10);
+    return digit;
+}
+
 void
 chat_json_u64 (chat_json_t *json, uint64_t value)
 {
     char digits [24];
-    char *p = digits + sizeof digits;
-    do
-        *--p = (char) ('0' + value % 10);
-    while (value /= 10);
-    chat_json_raw (json, p, (size_t) (digits + sizeof digits - p));
+    char *end = digits + sizeof digits;
+    char *first = chat_u64_digits (value, end);
+    chat_json_raw (json, first, (size_t) (end - first));
 }
 
 void

@@ -49,6 +49,9 @@ void chat_json_raw (chat_json_t *json, const char *text, size_t len);
 void chat_json_lit (chat_json_t *json, const char *text);
 void chat_json_string (chat_json_t *json, const char *text, size_t len);
 void chat_json_u64 (chat_json_t *json, uint64_t value);
+//  Write value in decimal backwards, ending just before end (at most 20
+//  digits); returns the first digit. No snprintf: numbers are on hot paths
+char *chat_u64_digits (uint64_t value, char *end);
 //  "key": preceded by a comma unless it opens the object
 void chat_json_key (chat_json_t *json, const char *key);
 //  The message object, as chat_message_json builds it
