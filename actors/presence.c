@@ -18,6 +18,7 @@
 
 #include "chat_actors.h"
 #include "chat_config.h"
+#include "chat_idmap.h"
 #include "chat_msg.h"
 #include "chat_wire.h"
 #include <inttypes.h>
@@ -39,7 +40,7 @@ typedef struct {
     zsock_t *inbox;                     //  Our PULL inbox (inproc://chatd-presence)
     chat_outbox_t *outbox;              //  PUSH socket to ws-front
     chat_msg_t msg;                     //  Last message received, decoded
-    zhashx_t *users;                    //  "user_id" -> s_user_t, online users only
+    chat_idmap_t users;                 //  user_id -> s_user_t, online users only
     chat_json_t json;                   //  Scratch buffer: online_users lists
 } self_t;
 
@@ -109,12 +110,6 @@ s_user_remove_conn (s_user_t *user, uint64_t conn_id)
     return false;
 }
 
-static void
-s_user_key (uint64_t user_id, char *key, size_t size)
-{
-    snprintf (key, size, "%" PRIu64, user_id);
-}
-
 
 //  --------------------------------------------------------------------------
 //  Lifecycle
@@ -128,9 +123,7 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg)
     self->inbox = chat_inbox_new (CHAT_ACTOR_PRESENCE);
     self->outbox = chat_outbox_new (CHAT_ACTOR_PRESENCE, cfg->server_tap);
     chat_msg_init (&self->msg);
-    self->users = zhashx_new ();
-    assert (self->users);
-    zhashx_set_destructor (self->users, s_user_destroy);
+    chat_idmap_init (&self->users);
     return self;
 }
 
@@ -140,7 +133,12 @@ s_self_destroy (self_t **self_p)
     assert (self_p);
     self_t *self = *self_p;
     if (self) {
-        zhashx_destroy (&self->users);
+        size_t cursor = 0;
+        uint64_t user_id;
+        void *user;
+        while (chat_idmap_next (&self->users, &cursor, &user_id, &user))
+            s_user_destroy (&user);
+        chat_idmap_release (&self->users);
         chat_json_release (&self->json);
         chat_msg_release (&self->msg);
         chat_outbox_destroy (&self->outbox);
@@ -173,9 +171,12 @@ s_online_others (self_t *self, uint64_t user_id)
     chat_json_t *json = &self->json;
     json->len = 0;
     chat_json_lit (json, "[");
-    for (s_user_t *user = (s_user_t *) zhashx_first (self->users); user;
-         user = (s_user_t *) zhashx_next (self->users))
-        if (user->user_id != user_id) {
+    size_t cursor = 0;
+    uint64_t id;
+    void *value;
+    while (chat_idmap_next (&self->users, &cursor, &id, &value))
+        if (id != user_id) {
+            s_user_t *user = (s_user_t *) value;
             if (json->len > 1)
                 chat_json_lit (json, ",");
             chat_json_raw (json, user->entry, user->entry_len);
@@ -189,13 +190,12 @@ s_handle_join (self_t *self, chat_msg_t *m)
 {
     uint64_t conn_id = m->u [0];
     uint64_t user_id = m->u [1];
-    char key [24];
-    s_user_key (user_id, key, sizeof key);
-    s_user_t *user = (s_user_t *) zhashx_lookup (self->users, key);
+    s_user_t *user = (s_user_t *) chat_idmap_get (&self->users, user_id);
     bool first = false;
     if (!user) {
         user = s_user_new (user_id, m->s [2], m->len [2]);
-        zhashx_insert (self->users, key, user);
+        if (chat_idmap_put (&self->users, user_id, user) != 0)
+            assert (false);             //  Out of memory
         first = true;
     }
     s_user_add_conn (user, conn_id);
@@ -215,15 +215,15 @@ s_handle_leave (self_t *self, chat_msg_t *m)
 {
     uint64_t conn_id = m->u [0];
     uint64_t user_id = m->u [1];
-    char key [24];
-    s_user_key (user_id, key, sizeof key);
-    s_user_t *user = (s_user_t *) zhashx_lookup (self->users, key);
+    s_user_t *user = (s_user_t *) chat_idmap_get (&self->users, user_id);
     if (!user || !s_user_remove_conn (user, conn_id))
         return;                 //  Not a connection we know: nothing changes
     if (user->count == 0) {
         chat_send (self->outbox, CHAT_ACTOR_WS_FRONT, CHAT_CMD_USER_OFFLINE,
                    user_id, user->nickname);
-        zhashx_delete (self->users, key);
+        chat_idmap_remove (&self->users, user_id);
+        void *item = user;
+        s_user_destroy (&item);
     }
 }
 
@@ -248,11 +248,9 @@ s_handle_users_listed (self_t *self, chat_msg_t *m)
                 problem = "malformed user in user list";
                 break;
             }
-            char key [24];
-            s_user_key ((uint64_t) json_integer_value (id), key, sizeof key);
             json_array_append_new (users, json_pack ("{s:O,s:O,s:b}",
                                    "user_id", id, "nickname", nickname,
-                                   "online", zhashx_lookup (self->users, key) != NULL));
+                                   "online", chat_idmap_get (&self->users, (uint64_t) json_integer_value (id)) != NULL));
         }
     if (problem) {
         zsys_error ("presence: users_listed: %s", problem);
