@@ -139,7 +139,6 @@ typedef struct {
     bool loop_ready;                    //  loop initialised
     struct lws_context *context;        //  libwebsockets, running on loop
     struct lws_vhost *vhost;            //  The one vhost
-    lws_retry_bo_t keepalive;           //  All zero: lws's own ping timers are off
     lws_sorted_usec_list_t sul_drain;   //  Re-arms a capped drain
     lws_sorted_usec_list_t sul_tick;    //  Once a second: HTTP deadlines
     lws_sorted_usec_list_t sul_presence;    //  Flushes the deferred connections
@@ -175,6 +174,10 @@ typedef struct {
 static int s_callback (struct lws *wsi, enum lws_callback_reasons reason,
                        void *user, void *in, size_t len);
 static void s_keepalive (self_t *self);
+
+//  Pings are ours (s_keepalive): an all-zero policy turns off lws's own
+//  per-connection validity timers
+static const lws_retry_bo_t s_no_lws_keepalive = { 0 };
 
 static const struct lws_protocols s_protocols [] = {
     //  One protocol serves HTTP, WebSocket, and the adopted ZeroMQ fds.
@@ -1700,7 +1703,6 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
         s_self_destroy (&self);
         return NULL;
     }
-    //  Pings are ours (s_keepalive): lws's policy stays all zero
 
     //  [server] log_level sets how much libwebsockets says
     const char *level = cfg->server_log_level;
@@ -1733,7 +1735,7 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
         s_self_destroy (&self);
         return NULL;
     }
-    info.retry_and_idle_policy = &self->keepalive;
+    info.retry_and_idle_policy = &s_no_lws_keepalive;
     info.timeout_secs = (unsigned) cfg->http_handshake_timeout_s;   //  Slow headers, bodies, handshakes
     info.timeout_secs_ah_idle = (unsigned) cfg->http_handshake_timeout_s;
     info.keepalive_timeout = cfg->http_idle_timeout_s;              //  Idle keep-alive connections
