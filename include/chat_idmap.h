@@ -3,7 +3,7 @@
 
     Open addressing with linear probing and backward-shift deletion: no
     allocation per entry, O(1) lookups on the hot path (connection ids in
-    ws-front, user ids in hub). Key 0 is reserved (ids start at 1).
+    ws-front, user ids in hub and presence). Key 0 is reserved (ids start at 1).
     Not thread-safe: each actor owns its maps.
     =========================================================================
 */
