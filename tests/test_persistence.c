@@ -301,6 +301,25 @@ test_ack_after_commit (void **state)
     print_message ("      %d messages in %" PRIu64 " transactions\n", burst, m->u [2]);
 }
 
+//  Another connection takes the database's write lock (and holds it until
+//  s_unlock_writes): the actor's writes wait, then fail after the busy timeout
+static sqlite3 *
+s_lock_writes (fixture_t *f)
+{
+    sqlite3 *locker = NULL;
+    assert_int_equal (sqlite3_open (f->cfg.sqlite_path, &locker), SQLITE_OK);
+    assert_int_equal (sqlite3_exec (locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    return locker;
+}
+
+static void
+s_unlock_writes (sqlite3 **locker_p)
+{
+    sqlite3_exec (*locker_p, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close (*locker_p);
+    *locker_p = NULL;
+}
+
 //  One batch with a duplicate client_id inside it and an unknown recipient
 //  in the middle: another connection holds the write lock while the first
 //  message waits in its transaction, so the rest gathers in the inbox and
@@ -309,9 +328,7 @@ static void
 test_batch_mixed (void **state)
 {
     fixture_t *f = (fixture_t *) *state;
-    sqlite3 *locker = NULL;
-    assert_int_equal (sqlite3_open (f->cfg.sqlite_path, &locker), SQLITE_OK);
-    assert_int_equal (sqlite3_exec (locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3 *locker = s_lock_writes (f);
     s_send (f, 1, f->alice, "alice", f->bob, "mix-0", "waits for the lock");
     zclock_sleep (200);                 //  The actor is in begin, waiting
     s_send (f, 2, f->alice, "alice", f->bob, "mix-1", "first");
@@ -322,8 +339,7 @@ test_batch_mixed (void **state)
     s_send (f, 7, f->alice, "alice", 9999, "mix-1", "resent to nobody");
     s_send (f, 8, f->alice, "alice", f->bob, "mix-0", "resent from the batch before");
     zclock_sleep (200);
-    sqlite3_exec (locker, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_close (locker);
+    s_unlock_writes (&locker);
 
     uint64_t id0 = s_expect_stored (f, 1, f->alice, "alice", f->bob, "mix-0", "waits for the lock", 0);
     uint64_t id1 = s_expect_stored (f, 2, f->alice, "alice", f->bob, "mix-1", "first", 0);
@@ -654,9 +670,7 @@ static void
 test_storage_failure (void **state)
 {
     fixture_t *f = (fixture_t *) *state;
-    sqlite3 *locker = NULL;
-    assert_int_equal (sqlite3_open (f->cfg.sqlite_path, &locker), SQLITE_OK);
-    assert_int_equal (sqlite3_exec (locker, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+    sqlite3 *locker = s_lock_writes (f);
 
     s_send (f, 7, f->alice, "alice", f->bob, "f-1", "lost");
     s_send (f, 8, f->alice, "alice", f->bob, "f-2", "lost too");
@@ -684,8 +698,7 @@ test_storage_failure (void **state)
     }
     chat_peer_expect_nothing (f->hub, 50);
 
-    sqlite3_exec (locker, "ROLLBACK", NULL, NULL, NULL);
-    sqlite3_close (locker);
+    s_unlock_writes (&locker);
     assert_int_equal (s_query (f, "SELECT count (*) FROM private_messages", 0), 0);
 
     //  The ping finds the database again: up (the periodic status may
