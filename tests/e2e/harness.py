@@ -24,6 +24,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -814,6 +815,28 @@ def atest (timeout=60):
     return deco
 
 
+def test_failed (test):
+    """In tearDown: did the test body fail?"""
+    o = getattr (test, "_outcome", None)
+    return o is None or not getattr (o, "success", False)
+
+
+class OwnServerCase (unittest.TestCase):
+    """A test with a chatd of its own (self.srv, started by the test: it
+    kills and restarts it); its log is shown when the test fails."""
+    server_name = "own"
+    server_env = {}
+    log_lines = 40
+
+    def setUp (self):
+        self.srv = Server (self.server_name, dict (self.server_env))
+
+    def tearDown (self):
+        if test_failed (self):
+            print ("\n" + self.srv.log_tail (self.log_lines), file=sys.stderr)
+        self.srv.cleanup ()
+
+
 class ServerCase (unittest.TestCase):
     """A test class with one chatd shared by its tests; the test files
     subclass it with their own helpers."""
@@ -916,7 +939,6 @@ def run_main (module):
     """The command line of a test file: --chatd PATH --backend sqlite|postgres
     [-k PATTERN]...; prints `N passed, N failed, N skipped` at the end."""
     import argparse
-    import sys
     import unittest
     ap = argparse.ArgumentParser (description=(module.__doc__ or "").split ("\n") [0])
     ap.add_argument ("--chatd", required=True, help="path to the chatd binary")

@@ -40,7 +40,7 @@ from harness import (CONFIG, atest, metric, ws_upgrade, FAST_HASH, NO_LOGIN_LIMI
                      Client, PgControl, RawWS, Server, check_message, check_timestamp,
                      free_port, history_all, is_id, login, new_user, pg_conninfo,
                      pg_control_available, register, request, same, sync_all, unique,
-                     ws_status, collect_answers, run_main)
+                     ws_status, collect_answers, test_failed, OwnServerCase, run_main)
 
 
 # ---------------------------------------------------------------------------
@@ -74,12 +74,6 @@ class ServerCase (harness.ServerCase):
     async def still_usable (self, c, to):
         """The connection still carries a valid private message."""
         return await c.pm_ok (to.user_id, "still usable " + unique ("s"))
-
-
-def test_failed (test):
-    """In tearDown: did the test body fail?"""
-    o = getattr (test, "_outcome", None)
-    return o is None or not getattr (o, "success", False)
 
 
 def conv_by_user (conversations, user_id):
@@ -1724,15 +1718,9 @@ class LifecycleTests (unittest.TestCase):
 #   Durability: SIGKILL mid-stream, restart, nothing acknowledged lost,
 #   nothing twice
 
-class DurabilityTests (unittest.TestCase):
-
-    def setUp (self):
-        self.srv = Server ("durability", dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT))
-
-    def tearDown (self):
-        if test_failed (self):
-            print ("\n" + self.srv.log_tail (40), file=sys.stderr)
-        self.srv.cleanup ()
+class DurabilityTests (OwnServerCase):
+    server_name = "durability"
+    server_env = dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT)
 
     def test_kill_rounds (self):
         srv = self.srv
@@ -1833,7 +1821,10 @@ class DurabilityTests (unittest.TestCase):
 # ---------------------------------------------------------------------------
 #   PostgreSQL outage under a running chatd
 
-class PgOutageTests (unittest.TestCase):
+class PgOutageTests (OwnServerCase):
+    server_name = "pg-outage"
+    server_env = dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT)
+    log_lines = 60
 
     def setUp (self):
         if CONFIG ["backend"] != "postgres":
@@ -1842,7 +1833,7 @@ class PgOutageTests (unittest.TestCase):
             self.skipTest ("needs CHAT_TEST_PG_CONNINFO, CHAT_TEST_PG_DATADIR and pg_ctl")
         self.pg = PgControl ()
         self.pg_stopped = False
-        self.srv = Server ("pg-outage", dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT))
+        super ().setUp ()
 
     def tearDown (self):
         if self.pg_stopped:
@@ -1850,9 +1841,7 @@ class PgOutageTests (unittest.TestCase):
                 self.pg.start ()
             except Exception as e:
                 print ("could not restart PostgreSQL: %s" % e, file=sys.stderr)
-        if test_failed (self):
-            print ("\n" + self.srv.log_tail (60), file=sys.stderr)
-        self.srv.cleanup ()
+        super ().tearDown ()
 
     def healthz (self):
         return request (self.srv.port, "GET", "/healthz", timeout=10)

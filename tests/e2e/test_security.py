@@ -39,7 +39,6 @@ import struct
 import subprocess
 import sys
 import time
-import unittest
 
 sys.path.insert (0, os.path.dirname (os.path.abspath (__file__)))
 
@@ -48,19 +47,13 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 import harness  # noqa: E402
 from harness import (CONFIG, atest, metric, FAST_HASH, NO_LOGIN_LIMIT, NO_RATE_LIMIT, PASSWORD,  # noqa: E402
-                     Client, RawWS, Server, check_message, history_all, login,
+                     Client, RawWS, check_message, history_all, login,
                      pg_conninfo, register, request, sync_all, unique, ws_status,
-                     ws_upgrade, read_http_response, collect_answers, run_main)
+                     ws_upgrade, read_http_response, collect_answers, OwnServerCase, run_main)
 
 
 # ---------------------------------------------------------------------------
-#   Scaffolding (the same shape as test_e2e.py's)
-
-def test_failed (test):
-    o = getattr (test, "_outcome", None)
-    return o is None or not getattr (o, "success", False)
-
-
+#   Scaffolding
 
 def s_sanitized (binary):
     """Whether the chatd binary is built with AddressSanitizer."""
@@ -169,20 +162,15 @@ def db_blob (server):
 # ---------------------------------------------------------------------------
 #   Crash safety: many users, many connections, SIGKILL at random moments
 
-class CrashSafetyTests (unittest.TestCase):
+class CrashSafetyTests (OwnServerCase):
     USERS = 20              #  users, each on CONNS connections
     CONNS = 3
     ROUNDS = 5              #  SIGKILLs
     PER_CONN = 40           #  messages each connection sends per round
     WINDOW = 8              #  unacknowledged messages per connection at most
 
-    def setUp (self):
-        self.srv = Server ("crash", dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT))
-
-    def tearDown (self):
-        if test_failed (self):
-            print ("\n" + self.srv.log_tail (40), file=sys.stderr)
-        self.srv.cleanup ()
+    server_name = "crash"
+    server_env = dict (NO_RATE_LIMIT, **NO_LOGIN_LIMIT)
 
     def test_many_users_sigkill_rounds (self):
         seed = int (os.environ.get ("CHAT_TEST_SEED") or random.randrange (1 << 30))
