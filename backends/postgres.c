@@ -42,14 +42,15 @@
     So message_store_batch stores a whole batch in at most three round
     trips whatever its size: which users exist (one SELECT ... = ANY), one
     INSERT ... SELECT FROM unnest (arrays) ... ON CONFLICT DO NOTHING
-    RETURNING, and only if some client_id was used before (or a user is
-    unknown and the message has a client_id) one look-up of the first
-    messages. The arrays go in PostgreSQL's binary format: one prepared
-    statement of five parameters serves every batch size (no 65535
-    parameter limit, no chunking, no escaping). Duplicates inside the batch
-    are resolved in C before the insert. Measured with the real server and
-    chat-bench (200 users, window 4, 8 s; the with-postgres.sh cluster,
-    fsync and synchronous_commit off; the 2-core VM was loaded, load 5-6):
+    RETURNING (which updates the conversation rows too, see below), and
+    only if some client_id was used before (or a user is unknown and the
+    message has a client_id) one look-up of the first messages. The
+    arrays go in PostgreSQL's binary format: one prepared statement of five
+    parameters serves every batch size (no 65535 parameter limit, no
+    chunking, no escaping). Duplicates inside the batch are resolved in C
+    before the insert. Measured with the real server and chat-bench (200
+    users, window 4, 8 s; the with-postgres.sh cluster, fsync and
+    synchronous_commit off; the 2-core VM was loaded, load 5-6):
 
                                   per-row (before)   batch call (now)
         acks/s                    2,200-4,400        5,900-8,300
@@ -60,6 +61,61 @@
 
     Pipeline mode was not measured again: the multi-row statement was
     already twice as fast as pipelining in the table above.
+
+    Schema (migration 2). private_messages keeps two indexes besides its
+    primary key: client_id (sender_id, client_id), for deduplication, and
+    conversation (sender_id, receiver_id, id), one direction of one
+    conversation in id order. Migration 1 also had sent (sender_id, id),
+    received (receiver_id, id) and unread (receiver_id, sender_id) WHERE
+    NOT is_read: each is keyed by user, so each message inserted into one
+    hot leaf per user in each, which is what limited write throughput
+    (docs/benchmarks.md), and conversations read every message of the
+    user (GROUP BY). They are replaced by the table conversations, one row
+    per user and partner (one for oneself): last_id, the newest message
+    between the two either way, and read_up_to, the messages from partner
+    to user with an id up to it are read (the read state, which replaces
+    private_messages.is_read). A message updates its two rows in place,
+    in the statement that inserts it; they stay few and dense. chat-bench,
+    500 users, window 8, 10 s, on a new database (the with-postgres.sh
+    cluster, the 2-core VM shared with other builds), two runs each:
+    17,200-17,400 acks/s with migration 1's schema, 19,700-21,800 with
+    this one. Plans:
+
+        message_store_batch   INSERT ... RETURNING, and in the same
+                              statement (a data-modifying CTE) one upsert
+                              of the conversation rows, grouped per key
+        is_read of a message  id <= read_up_to of (its recipient, its
+                              sender): a primary key look-up per message
+                              returned
+        history               two backward range scans of conversation
+        sync                  the user's conversation rows with last_id >
+                              after_id; per row two forward range scans of
+                              conversation of at most limit + 1 ids, index
+                              only; the lowest limit + 1 ids, then their
+                              rows by primary key
+        mark_read             the row, locked; newest id from partner to
+                              reader (the end of a conversation range) as
+                              the bound; the count a range of conversation
+        conversations         the user's rows; last message by primary key;
+                              unread, a range of conversation above
+                              read_up_to
+
+    EXPLAIN ANALYZE, PostgreSQL 15, on a database of 2,000 users and 2
+    million messages (one user with 335 conversations and 200,000
+    messages, the others about 40 and 1,000), custom and generic plans
+    alike: every read above uses index scans only (conversations_pkey,
+    private_messages_pkey, private_messages_conversation, index only for
+    the counts, the maxima and sync's ids); the only sequential scan is of
+    users, which the planner hashes for conversations while the table is
+    small (2,000 rows). Nothing reads all of a user's messages: warm,
+    conversations of the big user took 14-23 ms (migration 1: 240-430 ms),
+    of a 40-conversation user 1-3 ms (7-12 ms), history 0.3-1 ms, sync
+    from a recent id 0.3-2 ms, mark_read 0.2-0.5 ms. The price is sync from
+    far back for a user with many conversations, since each one active
+    since after_id is read up to limit + 1 ids each way: for the big user
+    from id 0, 62,000 index entries, 33-55 ms (migration 1: 1 ms). Sync
+    is for catching up after a reconnect, where few conversations moved.
+    Migration 2 itself took 3.2 s on that database.
     =========================================================================
 */
 
@@ -132,7 +188,57 @@ static const char *s_migrations [] = {
     "CREATE INDEX private_messages_received ON private_messages (receiver_id, id);"
     //  conversations (unread counts) and mark_read: only unread rows
     "CREATE INDEX private_messages_unread"
-    "    ON private_messages (receiver_id, sender_id) WHERE NOT is_read;"
+    "    ON private_messages (receiver_id, sender_id) WHERE NOT is_read;",
+
+    //  2: one row per conversation and user, updated in place, instead of
+    //  the per-user indexes of private_messages (sent, received, unread)
+    //  and its is_read flag: each per-user index took one insert per
+    //  message into its hot leaf per user, and conversations scanned every
+    //  message of the user. A message now inserts into the table, its
+    //  primary key (ids only grow: one hot leaf in all) and the indexes
+    //  conversation and (when it has a client_id) client_id, and updates
+    //  two conversation rows in place, which stay dense and mostly in
+    //  shared buffers.
+    //
+    //  message_store_batch: last_id = greatest (last_id, id) for (sender,
+    //  recipient) and (recipient, sender). conversations: a user's rows,
+    //  by the primary key. sync: a user's rows with last_id > after_id,
+    //  each one or two range scans of private_messages_conversation.
+    //  mark_read: moves read_up_to. Every message's is_read: its id <=
+    //  read_up_to of (its recipient, its sender). No foreign keys: the
+    //  message insert checked both users, and users are never deleted.
+    "CREATE TABLE conversations ("
+    "    user_id bigint NOT NULL,"
+    "    partner_id bigint NOT NULL,"
+    "    last_id bigint NOT NULL,"                  //  Newest message, either way
+    "    read_up_to bigint NOT NULL DEFAULT 0,"     //  Partner's to user up to it are read
+    "    PRIMARY KEY (user_id, partner_id)"
+    ");"
+    //  One row per user and partner of every message (one for a message to
+    //  oneself). Read state has always been an id prefix (mark_read only
+    //  marked messages up to an id that existed then), so read_up_to is the
+    //  newest read message from partner to user, exactly
+    "INSERT INTO conversations (user_id, partner_id, last_id, read_up_to)"
+    " SELECT e.user_id, e.partner_id, max (e.id),"
+    "        coalesce (max (e.id) FILTER (WHERE e.incoming AND e.is_read), 0)"
+    "   FROM (SELECT sender_id AS user_id, receiver_id AS partner_id, id,"
+    "                sender_id = receiver_id AS incoming, is_read"
+    "           FROM private_messages"
+    "         UNION ALL"
+    "         SELECT receiver_id, sender_id, id, true, is_read"
+    "           FROM private_messages WHERE receiver_id <> sender_id) AS e"
+    "  GROUP BY e.user_id, e.partner_id;"
+    //  Replaced by conversations: sync (sent, received), conversations and
+    //  mark_read (unread, is_read). What stays: private_messages_client_id
+    //  (message_store) and private_messages_conversation, which now serves
+    //  history, sync, mark_read and the unread counts, each direction of a
+    //  conversation a range of it
+    "DROP INDEX private_messages_sent;"
+    "DROP INDEX private_messages_received;"
+    "DROP INDEX private_messages_unread;"
+    "ALTER TABLE private_messages DROP COLUMN is_read;"
+    //  Statistics for the new table now, not at autovacuum's next round
+    "ANALYZE conversations;"
 };
 
 #define S_MIGRATION_COUNT   ((int) (sizeof s_migrations / sizeof s_migrations [0]))
@@ -145,11 +251,18 @@ static const char *s_migrations [] = {
 #define S_TS(param)     "(timestamptz 'epoch' + " param "::bigint * interval '1 millisecond')"
 #define S_MS(column)    "(extract (epoch FROM " column ") * 1000)::bigint"
 
+//  Whether message m is read: its id is at most read_up_to of its
+//  recipient's conversation with its sender, one primary key look-up
+//  (every stored message has that row; without one, nothing is read)
+#define S_IS_READ(m) \
+    "(" m ".id <= coalesce ((SELECT r.read_up_to FROM conversations r" \
+    " WHERE r.user_id = " m ".receiver_id AND r.partner_id = " m ".sender_id), 0))"
+
 //  A message row, as s_message_from_row reads it: m is private_messages, u
 //  the sender in users
 #define S_MESSAGE_COLUMNS \
     "m.id, m.sender_id, m.receiver_id, u.nickname, m.content, " \
-    S_MS ("m.created_at") ", m.is_read, m.client_id"
+    S_MS ("m.created_at") ", " S_IS_READ ("m") ", m.client_id"
 #define S_MESSAGE_COLUMN_COUNT  8
 
 typedef enum {
@@ -231,28 +344,51 @@ static const s_statement_t s_statements [S_STMT_COUNT] = {
     //  $1 senders, $2 recipients, $3 contents, $4 created ms, $5 client ids
     //  (NULL elements for none). Rows are inserted in array order (the
     //  ORDER BY is below the insert, which draws the ids from the identity
-    //  as rows arrive), so ids increase in batch order; RETURNING answers in
-    //  the same order. A row whose client_id its sender used before (or
-    //  earlier in the batch) is skipped: ON CONFLICT never raises, so the
-    //  transaction survives. Every user was checked to exist just before.
+    //  as rows arrive), so ids increase in batch order; the answer is
+    //  ordered by id, so it comes in that order too. A row whose client_id
+    //  its sender used before (or earlier in the batch) is skipped: ON
+    //  CONFLICT never raises, so the transaction survives. Every user was
+    //  checked to exist just before.
+    //  In the same statement (no extra round trip), the conversation rows
+    //  of the stored messages: (sender, recipient) and (recipient, sender),
+    //  one row for a message to oneself, last_id moved up to the newest id.
+    //  ON CONFLICT DO UPDATE may touch a row once per statement, so one row
+    //  per key (GROUP BY, max), inserted in key order so that writers on
+    //  the same conversations lock their rows in the same order. The insert
+    //  into private_messages is done before (conv reads its RETURNING rows).
     [S_MESSAGE_INSERT_BATCH] = { "message_insert_batch",
-        "INSERT INTO private_messages (sender_id, receiver_id, content, created_at, client_id)"
-        " SELECT b.sender_id, b.receiver_id, b.content, " S_TS ("$4") ", b.client_id"
-        "   FROM unnest ($1::bigint[], $2::bigint[], $3::text[], $5::text[])"
-        "        WITH ORDINALITY AS b (sender_id, receiver_id, content, client_id, ord)"
-        "  ORDER BY b.ord"
-        " ON CONFLICT DO NOTHING RETURNING id, sender_id, client_id", false },
+        "WITH ins AS ("
+        "    INSERT INTO private_messages (sender_id, receiver_id, content, created_at, client_id)"
+        "    SELECT b.sender_id, b.receiver_id, b.content, " S_TS ("$4") ", b.client_id"
+        "      FROM unnest ($1::bigint[], $2::bigint[], $3::text[], $5::text[])"
+        "           WITH ORDINALITY AS b (sender_id, receiver_id, content, client_id, ord)"
+        "     ORDER BY b.ord"
+        "    ON CONFLICT DO NOTHING RETURNING id, sender_id, receiver_id, client_id"
+        "), conv AS ("
+        "    INSERT INTO conversations AS c (user_id, partner_id, last_id)"
+        "    SELECT e.user_id, e.partner_id, max (e.id)"
+        "      FROM (SELECT sender_id AS user_id, receiver_id AS partner_id, id FROM ins"
+        "            UNION ALL"
+        "            SELECT receiver_id, sender_id, id FROM ins"
+        "             WHERE receiver_id <> sender_id) AS e"
+        "     GROUP BY e.user_id, e.partner_id"
+        "     ORDER BY e.user_id, e.partner_id"
+        "    ON CONFLICT (user_id, partner_id)"
+        "    DO UPDATE SET last_id = greatest (c.last_id, excluded.last_id)"
+        ")"
+        " SELECT id, sender_id, client_id FROM ins ORDER BY id", false },
     //  $1 senders, $2 client ids: the first message of each pair, with the
     //  pair's position (1-based) in the arrays
     [S_MESSAGES_BY_CLIENT_ID] = { "messages_by_client_id",
-        "SELECT k.ord, m.id, m.receiver_id, m.content, " S_MS ("m.created_at") ", m.is_read"
+        "SELECT k.ord, m.id, m.receiver_id, m.content, " S_MS ("m.created_at") ", " S_IS_READ ("m")
         "  FROM unnest ($1::bigint[], $2::text[]) WITH ORDINALITY AS k (sender_id, client_id, ord)"
         "  JOIN private_messages m ON m.sender_id = k.sender_id AND m.client_id = k.client_id"
         " WHERE m.client_id IS NOT NULL", false },
 
     //  $1 user, $2 partner, $3 ids below, $4 limit + 1. Each direction is
-    //  one backward index range scan of at most $4 rows; the newest $4 of
-    //  both, newest first
+    //  one backward range scan of private_messages_conversation of at most
+    //  $4 rows; the newest $4 of both, newest first, then is_read of each
+    //  by the primary key of conversations
     [S_HISTORY] = { "history",
         "SELECT " S_MESSAGE_COLUMNS " FROM ("
         "    (SELECT * FROM private_messages"
@@ -265,44 +401,78 @@ static const s_statement_t s_statements [S_STMT_COUNT] = {
         "     ORDER BY id DESC LIMIT $4::bigint)"
         ") AS m JOIN users u ON u.id = m.sender_id"
         " ORDER BY m.id DESC LIMIT $4::bigint", true },
-    //  $1 user, $2 ids above, $3 limit + 1: sent and received, each an
-    //  index range scan of at most $3 rows, oldest first
+    //  $1 user, $2 ids above, $3 limit + 1, oldest first. Only the user's
+    //  conversations with a message above $2 (their rows by the primary
+    //  key, filtered on last_id), and in each, each direction one forward
+    //  range scan of private_messages_conversation of at most $3 ids (a
+    //  conversation with oneself is one direction), index only; the
+    //  lowest $3 ids of all, then those rows by the primary key. So it
+    //  costs at most 2 x $3 index entries per conversation active since
+    //  $2, whatever the user's history holds, and $3 rows
     [S_SYNC] = { "sync",
         "SELECT " S_MESSAGE_COLUMNS " FROM ("
-        "    (SELECT * FROM private_messages"
-        "     WHERE sender_id = $1::bigint AND id > $2::bigint"
-        "     ORDER BY id LIMIT $3::bigint)"
-        "    UNION ALL"
-        "    (SELECT * FROM private_messages"
-        "     WHERE receiver_id = $1::bigint AND id > $2::bigint AND sender_id <> $1::bigint"
-        "     ORDER BY id LIMIT $3::bigint)"
-        ") AS m JOIN users u ON u.id = m.sender_id"
-        " ORDER BY m.id LIMIT $3::bigint", true },
-    //  $1 reader, $2 partner, $3 up to id
-    [S_MARK_READ] = { "mark_read",
-        "UPDATE private_messages SET is_read = true"
-        " WHERE receiver_id = $1::bigint AND sender_id = $2::bigint"
-        "   AND id <= $3::bigint AND NOT is_read", false },
-    //  $1 user: partner, partner's nickname, last message, unread count
-    [S_CONVERSATIONS] = { "conversations",
-        "WITH last AS ("
-        "    SELECT partner, max (last_id) AS last_id FROM ("
-        "        SELECT receiver_id AS partner, max (id) AS last_id FROM private_messages"
-        "        WHERE sender_id = $1::bigint GROUP BY receiver_id"
+        "    SELECT x.id FROM conversations c"
+        "    CROSS JOIN LATERAL ("
+        "        (SELECT id FROM private_messages"
+        "         WHERE sender_id = $1::bigint AND receiver_id = c.partner_id AND id > $2::bigint"
+        "         ORDER BY id LIMIT $3::bigint)"
         "        UNION ALL"
-        "        SELECT sender_id AS partner, max (id) AS last_id FROM private_messages"
-        "        WHERE receiver_id = $1::bigint GROUP BY sender_id"
-        "    ) AS both_ways GROUP BY partner"
-        ")"
-        " SELECT l.partner, p.nickname, " S_MESSAGE_COLUMNS ","
-        "     (SELECT count (*) FROM private_messages r"
-        "      WHERE r.receiver_id = $1::bigint AND r.sender_id = l.partner"
-        "        AND NOT r.is_read) AS unread"
-        " FROM last l"
-        " JOIN private_messages m ON m.id = l.last_id"
+        "        (SELECT id FROM private_messages"
+        "         WHERE sender_id = c.partner_id AND receiver_id = $1::bigint AND id > $2::bigint"
+        "           AND c.partner_id <> $1::bigint"
+        "         ORDER BY id LIMIT $3::bigint)"
+        "    ) AS x"
+        "    WHERE c.user_id = $1::bigint AND c.last_id > $2::bigint"
+        "    ORDER BY x.id LIMIT $3::bigint"
+        ") AS k"
+        " JOIN private_messages m ON m.id = k.id"
         " JOIN users u ON u.id = m.sender_id"
-        " JOIN users p ON p.id = l.partner"
-        " ORDER BY m.id DESC", true },
+        " ORDER BY m.id", true },
+    //  $1 reader, $2 partner, $3 up to id. One row, the number of messages
+    //  it marked read, when read_up_to moved; none when nothing changed.
+    //  The conversation row is locked first (cur, materialized: before the
+    //  update), so old_id is its latest read_up_to even when another handle
+    //  moved it meanwhile. The new bound is $3, but never above the
+    //  partner's newest message to the reader, so that a later message
+    //  does not arrive read: the end of a range of
+    //  private_messages_conversation, as is the count. Messages commit in
+    //  id order (one persistence handle writes them, and a message insert
+    //  holds its conversation rows until it commits), so no message below
+    //  that bound can appear later and count as read unseen.
+    [S_MARK_READ] = { "mark_read",
+        "WITH cur AS MATERIALIZED ("
+        "    SELECT read_up_to AS old_id,"
+        "           least ($3::bigint, coalesce ((SELECT max (id) FROM private_messages"
+        "                                         WHERE sender_id = $2::bigint"
+        "                                           AND receiver_id = $1::bigint), 0)) AS new_id"
+        "      FROM conversations"
+        "     WHERE user_id = $1::bigint AND partner_id = $2::bigint FOR UPDATE"
+        "), moved AS ("
+        "    UPDATE conversations c SET read_up_to = cur.new_id FROM cur"
+        "     WHERE c.user_id = $1::bigint AND c.partner_id = $2::bigint"
+        "       AND cur.new_id > cur.old_id"
+        "    RETURNING cur.old_id, cur.new_id"
+        ")"
+        " SELECT (SELECT count (*) FROM private_messages"
+        "          WHERE sender_id = $2::bigint AND receiver_id = $1::bigint"
+        "            AND id > mv.old_id AND id <= mv.new_id)"
+        "   FROM moved mv", false },
+    //  $1 user: partner, partner's nickname, last message, unread count.
+    //  The user's conversation rows by the primary key, newest first; per
+    //  row the last message by its primary key, and the unread count: a
+    //  range of private_messages_conversation above read_up_to (with
+    //  oneself, one's own messages to oneself, as before migration 2)
+    [S_CONVERSATIONS] = { "conversations",
+        "SELECT c.partner_id, p.nickname, " S_MESSAGE_COLUMNS ","
+        "     (SELECT count (*) FROM private_messages n"
+        "       WHERE n.sender_id = c.partner_id AND n.receiver_id = $1::bigint"
+        "         AND n.id > c.read_up_to) AS unread"
+        " FROM conversations c"
+        " JOIN private_messages m ON m.id = c.last_id"
+        " JOIN users u ON u.id = m.sender_id"
+        " JOIN users p ON p.id = c.partner_id"
+        " WHERE c.user_id = $1::bigint"
+        " ORDER BY c.last_id DESC", true },
 };
 
 
@@ -1331,8 +1501,9 @@ s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
     PGresult *res = s_exec (self, S_MARK_READ, &params, &rc);
     if (!res)
         return rc;
+    //  A row when read_up_to moved: how many messages that marked read
     if (changed)
-        *changed = (int64_t) strtoll (PQcmdTuples (res), NULL, 10);
+        *changed = PQntuples (res) == 1? s_int64 (res, 0, 0): 0;
     PQclear (res);
     return CHAT_DB_OK;
 }

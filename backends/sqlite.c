@@ -11,19 +11,32 @@
     expires_ms): exact, compact, compared and ordered as numbers, and
     formatted into RFC 3339 only at the edge (chat_timestamp_format).
 
-    Write path. message_store_batch runs the prepared INSERT once per
-    message (in-process, there is no round trip to save). What a batch
-    costs is mostly the kernel: every commit writes each B-tree page it
-    dirtied into the WAL (synchronous = FULL: and fdatasyncs it), and each
-    message dirties a leaf in the table and in up to six indexes (client,
-    pair, partner, sent, received, unread), scattered by sender and
-    recipient. With the defaults (2 MB page cache, checkpoint every 1000
-    pages) a 150-message batch also re-read pages with pread and
-    checkpointed almost every commit, copying the same hot leaves into the
-    database file again and again. Now: 64 MiB cache, 256 MiB mmap,
-    checkpoint every 16384 pages (64 MiB of WAL), WAL cut back to 64 MiB.
-    Measured with the real server and chat-bench (200 users, window 4,
-    8 s, synchronous = FULL, the 2-core VM loaded, load 5-7):
+    Write path. message_store_batch runs the prepared INSERT and the
+    conversation upsert once per message (in-process, there is no round
+    trip to save). What a batch costs is mostly the kernel: every commit
+    writes each B-tree page it dirtied into the WAL (synchronous = FULL:
+    and fdatasyncs it). A message appends to the table (the last page),
+    adds an entry to the client and pair indexes (a leaf per sender and per
+    pair) and rewrites its two conversation rows in place (small rows,
+    dense pages). Until migration 2 it also went into four per-user
+    indexes (partner, sent, received, unread), each with a hot leaf per
+    user, and is_read was a column; now the conversations table holds the
+    read marker and the partner list that sync and conversations walk.
+    Measured with chat-bench (1,000 users, window 8, 10 s, fresh database,
+    synchronous = FULL, the 2-core VM), see docs/benchmarks.md:
+
+                                  schema 1          schema 2 (now)
+        acks/s                    FIXME
+        chatd CPU per message     FIXME
+        bytes written per message FIXME
+
+    With the defaults (2 MB page cache, checkpoint every 1000 pages) a
+    150-message batch also re-read pages with pread and checkpointed almost
+    every commit, copying the same hot leaves into the database file again
+    and again. Now: 64 MiB cache, 256 MiB mmap, checkpoint every 16384
+    pages (64 MiB of WAL), WAL cut back to 64 MiB. Measured with the real
+    server and chat-bench (200 users, window 4, 8 s, synchronous = FULL,
+    the 2-core VM loaded, load 5-7), on schema 1:
 
                                   defaults (before)  tuned (now)
         acks/s                    4,500-7,700        8,200-11,500
@@ -36,13 +49,12 @@
     What remains is mostly pwrite of WAL frames (two calls per page) and
     the fdatasync per commit.
 
-    No index can go without making a query unbounded: history needs the
-    pair (or partner) index, conversations both skip scans, sync the sent
-    and received indexes, dedupe the client index. Only the unread index
-    could go, by keeping read state as a per-pair watermark (the read
-    messages of a pair are always an id prefix); that is a migration of its
-    own, not done here. Measured by dropping it under a running server:
-    10-25% fewer bytes written per message.
+    Read path. Every query is bounded by what it returns, not by the size
+    of the table: history is two backward ranges of the pair index; sync
+    visits only the partners with a message above after_id (last_id) and
+    takes at most a page from each, in the pair index; conversations is
+    the user's rows, with a probe for each last message and a count of
+    what is above the read marker; mark_read reads and moves one marker.
     =========================================================================
 */
 
@@ -137,6 +149,44 @@ static const char *s_migrations [] = {
     //  orders by time. Every page, catch-up and "latest" is by id, which
     //  grows with time, and an extra index would only slow message_store.
     ,
+    //  2: one row per conversation and side instead of four per-user
+    //  indexes. Each of partner, sent, received and unread had one hot
+    //  leaf per user, so a batch of messages dirtied (and wrote into the
+    //  WAL) a page per user and index. A conversation row is updated in
+    //  place: about 200 fit in a page, so a batch dirties a few pages.
+    //  conversations: the user's partners (conversations, sync), the
+    //  newest message either way (last_id: conversations' order and last
+    //  message, sync's skip of quiet partners) and the read marker: the
+    //  messages from partner to user with id <= read_up_to are read, the
+    //  later ones are not. Read state was always an id prefix (mark_read
+    //  only ever marked ids up to a bound, among those that existed), so
+    //  the marker is exact and is_read is no longer stored per message.
+    //  No foreign keys: the message insert that makes a row checked both.
+    "CREATE TABLE conversations ("
+    "    user_id INTEGER NOT NULL,"
+    "    partner_id INTEGER NOT NULL,"
+    "    last_id INTEGER NOT NULL,"
+    "    read_up_to INTEGER NOT NULL DEFAULT 0,"
+    "    PRIMARY KEY (user_id, partner_id)"
+    ") WITHOUT ROWID;"
+    //  Both sides of every pair that has messages; a conversation with
+    //  oneself is one row
+    "INSERT INTO conversations (user_id, partner_id, last_id, read_up_to)"
+    "    SELECT user_id, partner_id, max (id), max (read_id) FROM ("
+    "        SELECT sender_id AS user_id, receiver_id AS partner_id, id, 0 AS read_id"
+    "          FROM private_messages"
+    "        UNION ALL"
+    "        SELECT receiver_id, sender_id, id, CASE WHEN is_read THEN id ELSE 0 END"
+    "          FROM private_messages)"
+    "    GROUP BY user_id, partner_id;"
+    //  The pair index serves both directions of history, the partners'
+    //  latest ids and unread counts; the client index dedupe. The rest go.
+    "DROP INDEX private_messages_partner;"
+    "DROP INDEX private_messages_sent;"
+    "DROP INDEX private_messages_received;"
+    "DROP INDEX private_messages_unread;"
+    "ALTER TABLE private_messages DROP COLUMN is_read;"
+    ,
     NULL
 };
 
@@ -157,18 +207,25 @@ typedef enum {
     S_SESSIONS_LIVE,
     S_SESSIONS_EXPIRE,
     S_MESSAGE_INSERT,
+    S_CONVERSATION_TOUCH,
     S_MESSAGE_FIRST,
     S_HISTORY,
     S_SYNC,
-    S_MARK_READ,
+    S_READ_STATE,
+    S_READ_UP_TO,
     S_CONVERSATIONS,
     S_STMT_COUNT
 } s_stmt_id_t;
 
-//  The columns of a message row, as s_message_from_row reads them
+//  The columns of a message row, as s_message_from_row reads them, and the
+//  tables they come from: m the message, s its sender, r the recipient's
+//  side of the conversation, whose read marker says whether m is read
 #define S_MESSAGE_COLUMNS \
     "m.id, m.sender_id, m.receiver_id, s.nickname, m.content, m.created_ms, " \
-    "m.is_read, m.client_id"
+    "m.id <= coalesce (r.read_up_to, 0), m.client_id"
+#define S_MESSAGE_JOINS \
+    "  JOIN users AS s ON s.id = m.sender_id" \
+    "  LEFT JOIN conversations AS r ON r.user_id = m.receiver_id AND r.partner_id = m.sender_id"
 
 static const char *s_sql [S_STMT_COUNT] = {
     //  IMMEDIATE takes the write lock now (waiting up to the busy timeout),
@@ -205,9 +262,18 @@ static const char *s_sql [S_STMT_COUNT] = {
     [S_MESSAGE_INSERT] =
         "INSERT INTO private_messages (sender_id, receiver_id, content, created_ms, client_id)"
         " VALUES (?1, ?2, ?3, ?4, ?5)",
+    //  ?1 sender, ?2 recipient, ?3 the new message's id: both sides of the
+    //  conversation exist and have it as their newest (ids only grow). With
+    //  oneself the second row is the first one again, updated.
+    [S_CONVERSATION_TOUCH] =
+        "INSERT INTO conversations (user_id, partner_id, last_id)"
+        " VALUES (?1, ?2, ?3), (?2, ?1, ?3)"
+        " ON CONFLICT DO UPDATE SET last_id = excluded.last_id",
     [S_MESSAGE_FIRST] =
-        "SELECT id, receiver_id, content, created_ms, is_read FROM private_messages"
-        " WHERE sender_id = ?1 AND client_id = ?2",
+        "SELECT m.id, m.receiver_id, m.content, m.created_ms, m.id <= coalesce (r.read_up_to, 0)"
+        "  FROM private_messages AS m"
+        "  LEFT JOIN conversations AS r ON r.user_id = m.receiver_id AND r.partner_id = m.sender_id"
+        " WHERE m.sender_id = ?1 AND m.client_id = ?2",
 
     //  ?1 user, ?2 partner, ?3 before_id, ?4 limit + 1. Each direction takes
     //  its own newest n+1 ids from the pair index; the merged n+1 newest are
@@ -225,71 +291,64 @@ static const char *s_sql [S_STMT_COUNT] = {
         "                         ORDER BY id DESC LIMIT ?4)"
         "        ORDER BY id DESC LIMIT ?4) AS page"
         "  JOIN private_messages AS m ON m.id = page.id"
-        "  JOIN users AS s ON s.id = m.sender_id"
+        S_MESSAGE_JOINS
         " ORDER BY m.id",
-    //  ?1 user, ?2 after_id, ?3 limit + 1: the oldest n+1 sent and the
-    //  oldest n+1 received above after_id, merged, n+1 kept, ascending
+    //  ?1 user, ?2 after_id, ?3 limit + 1. Only the partners with a message
+    //  above after_id (last_id) are visited; from each, the oldest n+1 ids
+    //  above after_id each way (a correlated list: a range of the pair
+    //  index per partner). The merged oldest n+1 are joined to their rows.
+    //  The work is bounded by those partners times the page, whatever the
+    //  size of the table. UNION: a conversation with oneself counts once.
     [S_SYNC] =
         "SELECT " S_MESSAGE_COLUMNS
-        "  FROM (SELECT id FROM (SELECT id FROM private_messages"
-        "                         WHERE sender_id = ?1 AND id > ?2"
-        "                         ORDER BY id LIMIT ?3)"
+        "  FROM (SELECT id FROM (SELECT x.id FROM conversations AS c"
+        "                          JOIN private_messages AS x ON x.id IN ("
+        "                               SELECT id FROM private_messages"
+        "                                WHERE sender_id = ?1 AND receiver_id = c.partner_id"
+        "                                  AND id > ?2 ORDER BY id LIMIT ?3)"
+        "                         WHERE c.user_id = ?1 AND c.last_id > ?2)"
         "        UNION"
-        "        SELECT id FROM (SELECT id FROM private_messages"
-        "                         WHERE receiver_id = ?1 AND id > ?2"
-        "                         ORDER BY id LIMIT ?3)"
+        "        SELECT id FROM (SELECT x.id FROM conversations AS c"
+        "                          JOIN private_messages AS x ON x.id IN ("
+        "                               SELECT id FROM private_messages"
+        "                                WHERE sender_id = c.partner_id AND receiver_id = ?1"
+        "                                  AND id > ?2 ORDER BY id LIMIT ?3)"
+        "                         WHERE c.user_id = ?1 AND c.last_id > ?2)"
         "        ORDER BY id LIMIT ?3) AS page"
         "  JOIN private_messages AS m ON m.id = page.id"
-        "  JOIN users AS s ON s.id = m.sender_id"
+        S_MESSAGE_JOINS
         " ORDER BY m.id",
-    //  ?1 reader, ?2 partner, ?3 up_to_id; walks the unread index only
-    [S_MARK_READ] =
-        "UPDATE private_messages SET is_read = 1"
-        " WHERE receiver_id = ?1 AND sender_id = ?2 AND is_read = 0 AND id <= ?3",
-    //  ?1 user. The partners are found by skip scans (one index probe per
-    //  partner, not one row per message): the next receiver above the last
-    //  one in (sender_id, receiver_id), the next sender in (receiver_id,
-    //  sender_id). Per partner the latest id is max () of two probes in the
-    //  pair index; unread counts come from the unread index.
+    //  ?1 reader, ?2 partner, ?3 up_to_id: the reader's marker now, where
+    //  it moves to (up_to_id, but never past the partner's newest message,
+    //  so that later messages stay unread) and how many messages that
+    //  marks. No row: the two never exchanged a message.
+    [S_READ_STATE] =
+        "SELECT c.read_up_to, min (?3, coalesce ("
+        "           (SELECT max (id) FROM private_messages"
+        "             WHERE sender_id = ?2 AND receiver_id = ?1), 0)),"
+        "       (SELECT count (*) FROM private_messages"
+        "         WHERE sender_id = ?2 AND receiver_id = ?1"
+        "           AND id > c.read_up_to AND id <= ?3)"
+        "  FROM conversations AS c WHERE c.user_id = ?1 AND c.partner_id = ?2",
+    //  ?1 reader, ?2 partner, ?3 the new marker
+    [S_READ_UP_TO] =
+        "UPDATE conversations SET read_up_to = ?3"
+        " WHERE user_id = ?1 AND partner_id = ?2 AND read_up_to < ?3",
+    //  ?1 user: the user's conversation rows, newest first (sorted in
+    //  memory: one row per partner). Per partner the last message is one
+    //  probe by id, unread a count over the range of the pair index above
+    //  the read marker: what is unread, not the whole conversation.
     [S_CONVERSATIONS] =
-        "WITH RECURSIVE"
-        " sent_to (partner) AS ("
-        "   SELECT (SELECT receiver_id FROM private_messages"
-        "            WHERE sender_id = ?1 ORDER BY receiver_id LIMIT 1)"
-        "   UNION ALL"
-        "   SELECT (SELECT receiver_id FROM private_messages"
-        "            WHERE sender_id = ?1 AND receiver_id > sent_to.partner"
-        "            ORDER BY receiver_id LIMIT 1)"
-        "     FROM sent_to WHERE sent_to.partner IS NOT NULL),"
-        " received_from (partner) AS ("
-        "   SELECT (SELECT sender_id FROM private_messages"
-        "            WHERE receiver_id = ?1 ORDER BY sender_id LIMIT 1)"
-        "   UNION ALL"
-        "   SELECT (SELECT sender_id FROM private_messages"
-        "            WHERE receiver_id = ?1 AND sender_id > received_from.partner"
-        "            ORDER BY sender_id LIMIT 1)"
-        "     FROM received_from WHERE received_from.partner IS NOT NULL),"
-        " partners (partner) AS ("
-        "   SELECT partner FROM sent_to WHERE partner IS NOT NULL"
-        "   UNION"
-        "   SELECT partner FROM received_from WHERE partner IS NOT NULL),"
-        " latest (partner, last_id) AS ("
-        "   SELECT partner, max ("
-        "     coalesce ((SELECT max (id) FROM private_messages"
-        "                 WHERE sender_id = ?1 AND receiver_id = partners.partner), 0),"
-        "     coalesce ((SELECT max (id) FROM private_messages"
-        "                 WHERE sender_id = partners.partner AND receiver_id = ?1), 0))"
-        "     FROM partners),"
-        " unread (partner, n) AS ("
-        "   SELECT sender_id, count (*) FROM private_messages"
-        "    WHERE receiver_id = ?1 AND is_read = 0 GROUP BY sender_id)"
-        " SELECT " S_MESSAGE_COLUMNS ", latest.partner, p.nickname, coalesce (unread.n, 0)"
-        "   FROM latest"
-        "   JOIN private_messages AS m ON m.id = latest.last_id"
-        "   JOIN users AS s ON s.id = m.sender_id"
-        "   JOIN users AS p ON p.id = latest.partner"
-        "   LEFT JOIN unread ON unread.partner = latest.partner"
-        "  ORDER BY latest.last_id DESC",
+        "SELECT " S_MESSAGE_COLUMNS ", c.partner_id, p.nickname,"
+        "       (SELECT count (*) FROM private_messages"
+        "         WHERE sender_id = c.partner_id AND receiver_id = ?1"
+        "           AND id > c.read_up_to)"
+        "  FROM conversations AS c"
+        "  JOIN private_messages AS m ON m.id = c.last_id"
+        S_MESSAGE_JOINS
+        "  JOIN users AS p ON p.id = c.partner_id"
+        " WHERE c.user_id = ?1"
+        " ORDER BY c.last_id DESC",
 };
 
 //  Number of columns S_MESSAGE_COLUMNS selects
@@ -836,7 +895,21 @@ s_message_first (chat_backend_t *self, chat_message_t *message)
     return rc;
 }
 
-//  Store one message: one INSERT does the whole job on the usual path. The
+//  Make message the newest of its conversation, on both sides
+
+static int
+s_conversation_touch (chat_backend_t *self, const chat_message_t *message)
+{
+    sqlite3_stmt *stmt = self->stmt [S_CONVERSATION_TOUCH];
+    sqlite3_bind_int64 (stmt, 1, message->from_user_id);
+    sqlite3_bind_int64 (stmt, 2, message->to_user_id);
+    sqlite3_bind_int64 (stmt, 3, message->id);
+    int rc = sqlite3_step (stmt) == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "message_store (conversation)");
+    s_done (stmt);
+    return rc;
+}
+
+//  Store one message: an INSERT and its conversation rows. The
 //  foreign keys check that sender and recipient exist (INTEGER PRIMARY KEY
 //  probes; a failure is the statement's only, the transaction goes on);
 //  the UNIQUE index on (sender_id, client_id) catches a client_id used
@@ -868,7 +941,7 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
         message->id = sqlite3_last_insert_rowid (self->db);
         message->created_ms = now_ms;
         message->is_read = false;
-        rc = CHAT_DB_OK;
+        rc = s_conversation_touch (self, message);
     }
     else
     if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -991,28 +1064,51 @@ s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
 
 
 //  --------------------------------------------------------------------------
-//  Mark messages from partner to reader up to up_to_id as read
+//  Mark messages from partner to reader up to up_to_id as read: move the
+//  reader's marker for partner forward. Read and move in one transaction
+//  (unless the caller has one open), so that the count is what moved.
 
 static int
 s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
              int64_t up_to_id, int64_t *changed)
 {
     assert (self);
-    sqlite3_stmt *stmt = self->stmt [S_MARK_READ];
+    bool own_tx = sqlite3_get_autocommit (self->db) != 0;
+    int64_t count = 0;
+    int rc = own_tx? s_step_once (self, S_BEGIN, "mark_read (begin)"): CHAT_DB_OK;
+    if (rc != CHAT_DB_OK)
+        goto done;
+
+    sqlite3_stmt *stmt = self->stmt [S_READ_STATE];
     sqlite3_bind_int64 (stmt, 1, reader_id);
     sqlite3_bind_int64 (stmt, 2, partner_id);
     sqlite3_bind_int64 (stmt, 3, up_to_id);
-    int rc = sqlite3_step (stmt);
-    int64_t count = 0;
-    if (rc == SQLITE_DONE) {
-        count = sqlite3_changes64 (self->db);
-        rc = CHAT_DB_OK;
+    int64_t marker = 0, target = 0;
+    int step = sqlite3_step (stmt);
+    if (step == SQLITE_ROW) {
+        marker = sqlite3_column_int64 (stmt, 0);
+        target = sqlite3_column_int64 (stmt, 1);
+        count = sqlite3_column_int64 (stmt, 2);
+    }
+    rc = step == SQLITE_ROW || step == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "mark_read");
+    s_done (stmt);
+
+    if (rc == CHAT_DB_OK && target > marker && count > 0) {
+        stmt = self->stmt [S_READ_UP_TO];
+        sqlite3_bind_int64 (stmt, 1, reader_id);
+        sqlite3_bind_int64 (stmt, 2, partner_id);
+        sqlite3_bind_int64 (stmt, 3, target);
+        rc = sqlite3_step (stmt) == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "mark_read");
+        s_done (stmt);
     }
     else
-        rc = s_fail (self, "mark_read");
-    s_done (stmt);
+        count = 0;
+    if (own_tx)
+        rc = rc == CHAT_DB_OK? s_commit (self): (s_rollback (self), rc);
+
+done:
     if (changed)
-        *changed = count;
+        *changed = rc == CHAT_DB_OK? count: 0;
     return rc;
 }
 

@@ -1316,6 +1316,141 @@ test_mark_read (void **state)
 }
 
 
+//  Read state is a marker per reader and partner: marking past the newest
+//  message does not make a later one read
+
+static void
+test_read_marker (void **state)
+{
+    s_suite_t *suite = s_suite (state);
+    int64_t reader = s_user (suite, "Marker_Reader");
+    int64_t partner = s_user (suite, "Marker_Partner");
+    int64_t p1 = s_send (suite, partner, reader, "p1");
+    assert_int_equal (s_mark_read (suite, reader, partner, INT64_MAX), 1);
+    int64_t p2 = s_send (suite, partner, reader, "p2 after the mark");
+    int64_t r1 = s_send (suite, reader, partner, "r1");
+
+    s_rows_t rows = { 0 };
+    s_history (suite, reader, partner, 0, 50, &rows);
+    assert_int_equal (rows.count, 3);
+    assert_true (s_row_find (&rows, p1)->is_read);
+    assert_false (s_row_find (&rows, p2)->is_read);
+    assert_false (s_row_find (&rows, r1)->is_read);
+    s_convs_t convs = { 0 };
+    assert_int_equal (suite->ops->conversations (suite->db, reader, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 1);
+    assert_int_equal (convs.convs [0].unread, 1);
+    assert_int_equal (convs.convs [0].last.id, r1);
+    s_convs_clear (&convs);
+
+    //  A bound below the marker moves nothing back
+    assert_int_equal (s_mark_read (suite, reader, partner, p1 - 1), 0);
+    s_history (suite, reader, partner, 0, 50, &rows);
+    assert_true (s_row_find (&rows, p1)->is_read);
+    //  A bound between messages marks only those below it
+    int64_t p3 = s_send (suite, partner, reader, "p3");
+    assert_int_equal (s_mark_read (suite, reader, partner, p3 - 1), 1);
+    s_sync (suite, reader, p1, 50, &rows);
+    assert_int_equal (rows.count, 3);
+    assert_true (s_row_find (&rows, p2)->is_read);
+    assert_false (s_row_find (&rows, p3)->is_read);
+    //  The reader's own messages are the partner's to read
+    assert_int_equal (s_mark_read (suite, partner, reader, INT64_MAX), 1);
+    s_history (suite, partner, reader, 0, 50, &rows);
+    assert_true (s_row_find (&rows, r1)->is_read);
+    assert_false (s_row_find (&rows, p3)->is_read);
+    s_rows_clear (&rows);
+}
+
+//  A conversation with oneself is one conversation, each message once
+
+static void
+test_self_conversation (void **state)
+{
+    s_suite_t *suite = s_suite (state);
+    int64_t me = s_user (suite, "Self_Me");
+    int64_t other = s_user (suite, "Self_Other");
+    int64_t n1 = s_send (suite, me, me, "note 1");
+    int64_t o1 = s_send (suite, other, me, "o1");
+    int64_t n2 = s_send (suite, me, me, "note 2");
+
+    s_rows_t rows = { 0 };
+    assert_false (s_history (suite, me, me, 0, 50, &rows));
+    int64_t notes [] = { n1, n2 };
+    s_assert_ids (&rows, notes, 2);
+    assert_false (s_sync (suite, me, 0, 50, &rows));
+    int64_t all [] = { n1, o1, n2 };
+    s_assert_ids (&rows, all, 3);
+
+    s_convs_t convs = { 0 };
+    assert_int_equal (suite->ops->conversations (suite->db, me, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 2);
+    assert_int_equal (convs.convs [0].user_id, me);
+    assert_int_equal (convs.convs [0].last.id, n2);
+    assert_int_equal (convs.convs [0].unread, 2);
+    assert_int_equal (convs.convs [1].user_id, other);
+    assert_int_equal (convs.convs [1].unread, 1);
+    s_convs_clear (&convs);
+
+    assert_int_equal (s_mark_read (suite, me, me, n1), 1);
+    assert_int_equal (suite->ops->conversations (suite->db, me, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.convs [0].unread, 1);
+    assert_false (convs.convs [0].last.is_read);
+    s_convs_clear (&convs);
+    s_rows_clear (&rows);
+}
+
+//  Sync over many partners: pages are the oldest messages across all of
+//  them, also when one partner alone fills more than a page
+
+static void
+test_sync_partners (void **state)
+{
+    s_suite_t *suite = s_suite (state);
+    int64_t me = s_user (suite, "Fan_Me");
+    int64_t partners [12];
+    for (int i = 0; i < 12; i++) {
+        char nickname [32];
+        snprintf (nickname, sizeof nickname, "Fan_P%d", i);
+        partners [i] = s_user (suite, nickname);
+    }
+    int64_t mine [60];
+    int count = 0;
+    //  A burst from one partner, then round robin both ways, then a burst
+    for (int i = 0; i < 15; i++)
+        mine [count++] = s_send (suite, partners [3], me, "burst");
+    for (int i = 0; i < 24; i++)
+        mine [count++] = i % 2? s_send (suite, me, partners [i % 12], "out")
+                              : s_send (suite, partners [(i * 5) % 12], me, "in");
+    for (int i = 0; i < 15; i++)
+        mine [count++] = s_send (suite, me, partners [7], "burst back");
+    assert_int_equal (count, 54);
+
+    s_rows_t rows = { 0 };
+    //  Pages of 7 from the start, and from points inside and at the edges
+    //  of the bursts
+    int starts [] = { -1, 0, 5, 13, 14, 15, 26, 38, 39, 47, 52, 53 };
+    for (size_t k = 0; k < sizeof starts / sizeof starts [0]; k++) {
+        int64_t after_id = starts [k] < 0? 0: mine [starts [k]];
+        int seen = starts [k] + 1;
+        while (seen < count) {
+            int page = count - seen < 7? count - seen: 7;
+            bool more = s_sync (suite, me, after_id, 7, &rows);
+            s_assert_ids (&rows, mine + seen, page);
+            assert_int_equal (more, seen + page < count);
+            after_id = rows.rows [page - 1].id;
+            seen += page;
+        }
+        assert_false (s_sync (suite, me, after_id, 7, &rows));
+        assert_int_equal (rows.count, 0);
+    }
+    //  One page of everything
+    assert_false (s_sync (suite, me, 0, 1000, &rows));
+    s_assert_ids (&rows, mine, count);
+    s_rows_clear (&rows);
+}
+
+
 //  --------------------------------------------------------------------------
 //  Conversations
 
@@ -1607,6 +1742,9 @@ main (void)
         cmocka_unit_test (test_history_pages),
         cmocka_unit_test (test_sync),
         cmocka_unit_test (test_mark_read),
+        cmocka_unit_test (test_read_marker),
+        cmocka_unit_test (test_self_conversation),
+        cmocka_unit_test (test_sync_partners),
         cmocka_unit_test (test_conversations),
         cmocka_unit_test (test_content_exact),
     };
