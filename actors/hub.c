@@ -6,10 +6,15 @@
     database. It sits on the hot path of every message:
 
         ws-front     > join / leave              > hub > presence
-        rate-limiter > private_message           > hub > persistence
         persistence  > message_stored            > hub > deliver_message > ws-front
         rate-limiter > typing                    > hub > deliver_typing  > ws-front
         persistence  > messages_read             > hub > deliver_read    > ws-front
+
+    A private message reaches the hub only once it is stored: it needs no
+    route before that, so rate-limiter hands it to persistence directly,
+    one thread hop (a wake-up) fewer per message than passing it through.
+    Routes are looked up after the commit, so a connection that opens
+    meanwhile gets the message either live or from its sync.
 
     The table maps user id to a small growable array of connection ids
     (chat_idmap: open addressing, no allocation per lookup).
@@ -34,7 +39,7 @@ typedef struct {
 typedef struct {
     zsock_t *pipe;                      //  Actor command pipe
     zsock_t *inbox;                     //  Our PULL inbox (inproc://chatd-hub)
-    chat_outbox_t *outbox;              //  PUSH sockets to presence, persistence, ws-front
+    chat_outbox_t *outbox;              //  PUSH sockets to presence, ws-front
     chat_msg_t msg;                     //  Last message received, decoded
     chat_idmap_t routes;                //  user_id -> s_route_t
     char *ids;                          //  Reused buffer for conn_ids lists
@@ -208,15 +213,6 @@ s_handle_leave (self_t *self, chat_msg_t *m)
                 m->u [0], m->u [1], m->s [2], m->len [2]);
 }
 
-//  private_message: on to persistence, unchanged
-static void
-s_handle_private_message (self_t *self, chat_msg_t *m)
-{
-    chat_sendn (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_PRIVATE_MESSAGE,
-                m->u [0], m->u [1], m->s [2], m->len [2], m->u [3],
-                m->s [4], m->len [4], m->s [5], m->len [5]);
-}
-
 //  message_stored conn_id message_id from_user_id nickname to_user_id
 //  client_id content timestamp duplicate: one deliver_message to ws-front
 static void
@@ -275,7 +271,6 @@ s_dispatch (void *self_, chat_msg_t *m)
     switch (m->cmd) {
         case CHAT_CMD_JOIN:             s_handle_join (self, m); break;
         case CHAT_CMD_LEAVE:            s_handle_leave (self, m); break;
-        case CHAT_CMD_PRIVATE_MESSAGE:  s_handle_private_message (self, m); break;
         case CHAT_CMD_MESSAGE_STORED:   s_handle_message_stored (self, m); break;
         case CHAT_CMD_TYPING:           s_handle_typing (self, m); break;
         case CHAT_CMD_MESSAGES_READ:    s_handle_messages_read (self, m); break;

@@ -4,7 +4,7 @@
     Owns the storage backend handle used for messages, read state and the
     user and conversation lists. Talks to:
 
-        hub      > private_message     store (group commit), then
+        rate-limiter > private_message store (group commit), then
                                        message_stored > hub, or
                                        message_failed > ws-front
         ws-front > load_history / sync > history_loaded / synced > ws-front

@@ -13,7 +13,9 @@
         ws-front   receives private_message, typing, login; sends
                    message_failed (rate_limited), close_connection (1008),
                    http_response (429)
-        hub        sends the private_message and typing it admits
+        persistence sends the private_message it admits (to be stored;
+                   hub routes it once it is)
+        hub        sends the typing events it admits
         auth       sends the login it admits (at once or after a delay);
                    receives login_result
 
@@ -69,7 +71,7 @@ struct _self_t {
     zsock_t *pipe;                      //  Our actor pipe
     chat_config_t cfg;                  //  Our copy of the configuration
     zsock_t *inbox;                     //  PULL at inproc://chatd-rate-limiter
-    chat_outbox_t *outbox;              //  PUSH to ws-front, hub and auth
+    chat_outbox_t *outbox;              //  PUSH to ws-front, persistence, hub and auth
     zloop_t *loop;                      //  Reactor: pipe, inbox, timers
     chat_msg_t msg;                     //  Last message received on inbox
     zhashx_t *messages;                 //  user_id -> s_bucket_t for private messages
@@ -322,7 +324,7 @@ s_handle_private_message (self_t *self, chat_msg_t *m)
                                         self->cfg.rate_limit_burst, &admitted, &wait_ms);
     if (admitted) {
         bucket->streak = 0;
-        chat_sendn (self->outbox, CHAT_ACTOR_HUB, CHAT_CMD_PRIVATE_MESSAGE,
+        chat_sendn (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_PRIVATE_MESSAGE,
                     m->u [0], m->u [1], m->s [2], m->len [2], m->u [3],
                     m->s [4], m->len [4], m->s [5], m->len [5]);
         return;

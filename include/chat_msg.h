@@ -78,7 +78,7 @@ typedef enum {
     X (USER_ONLINE,      "user_online",      "us",     "user_id nickname",                                          "presence > ws-front") \
     X (USER_OFFLINE,     "user_offline",     "us",     "user_id nickname",                                          "presence > ws-front") \
     /* --- private messages */ \
-    X (PRIVATE_MESSAGE,  "private_message",  "uususc", "conn_id user_id nickname to_user_id client_id content",     "ws-front > rate-limiter > hub > persistence") \
+    X (PRIVATE_MESSAGE,  "private_message",  "uususc", "conn_id user_id nickname to_user_id client_id content",     "ws-front > rate-limiter > persistence") \
     X (MESSAGE_STORED,   "message_stored",   "uuususcsu", "conn_id message_id from_user_id nickname to_user_id client_id content timestamp duplicate", "persistence > hub") \
     X (DELIVER_MESSAGE,  "deliver_message",  "usuususcsuu", "conn_id conn_ids message_id from_user_id nickname to_user_id client_id content timestamp online duplicate", "hub > ws-front") \
     X (MESSAGE_FAILED,   "message_failed",   "usussu", "conn_id client_id to_user_id error message retry_after_ms",  "rate-limiter|persistence > ws-front") \

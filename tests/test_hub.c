@@ -14,7 +14,7 @@ typedef struct {
     chat_config_t cfg;                  //  Defaults
     zactor_t *hub;                      //  The actor under test
     chat_peer_t *ws_front;              //  Sends join/leave, receives deliver_*
-    chat_peer_t *rate_limiter;          //  Sends private_message, typing
+    chat_peer_t *rate_limiter;          //  Sends typing
     chat_peer_t *persistence;           //  Sends message_stored, messages_read
     chat_peer_t *presence;              //  Receives join/leave
 } fixture_t;
@@ -212,27 +212,6 @@ test_leave_shrinks_routes (void **state)
 }
 
 static void
-test_private_message_forwarded (void **state)
-{
-    fixture_t *f = (fixture_t *) *state;
-    //  Content with multi-byte UTF-8, quotes, a newline and a tab
-    const char content [] = "\xe4\xbd\xa0\xe5\xa5\xbd \"x\"\n\t\xf0\x9f\x8e\x89";
-    chat_sendn (f->rate_limiter->outbox, CHAT_ACTOR_HUB, CHAT_CMD_PRIVATE_MESSAGE,
-                (uint64_t) 11, (uint64_t) 1, "alice", (size_t) 5, (uint64_t) 2,
-                "c-\xc3\xa9", (size_t) 4, content, sizeof content - 1);
-    chat_msg_t *m = chat_peer_expect (f->persistence, CHAT_CMD_PRIVATE_MESSAGE, 2000);
-    assert_int_equal (m->u [0], 11);
-    assert_int_equal (m->u [1], 1);
-    assert_string_equal (m->s [2], "alice");
-    assert_int_equal (m->u [3], 2);
-    assert_int_equal (m->len [4], 4);
-    assert_memory_equal (m->s [4], "c-\xc3\xa9", 4);
-    assert_int_equal (m->len [5], sizeof content - 1);
-    assert_memory_equal (m->s [5], content, sizeof content - 1);
-    chat_peer_expect_nothing (f->ws_front, 50);
-}
-
-static void
 test_typing (void **state)
 {
     fixture_t *f = (fixture_t *) *state;
@@ -346,7 +325,6 @@ main (void)
         cmocka_unit_test_setup_teardown (test_recipient_offline, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_duplicate_not_delivered, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_leave_shrinks_routes, s_setup, s_teardown),
-        cmocka_unit_test_setup_teardown (test_private_message_forwarded, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_typing, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_messages_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_many_users, s_setup, s_teardown),

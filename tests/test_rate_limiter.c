@@ -18,7 +18,8 @@ typedef struct {
     chat_config_t cfg;                  //  Defaults, adjusted per test
     zactor_t *limiter;                  //  The actor under test
     chat_peer_t *ws_front;              //  Sends everything, receives refusals
-    chat_peer_t *hub;                   //  Receives admitted messages and typing
+    chat_peer_t *persistence;           //  Receives admitted messages
+    chat_peer_t *hub;                   //  Receives admitted typing
     chat_peer_t *auth;                  //  Receives admitted logins
 } fixture_t;
 
@@ -28,6 +29,7 @@ s_setup (void **state)
     fixture_t *f = (fixture_t *) zmalloc (sizeof (fixture_t));
     chat_config_defaults (&f->cfg);
     f->ws_front = chat_peer_new (CHAT_ACTOR_WS_FRONT);
+    f->persistence = chat_peer_new (CHAT_ACTOR_PERSISTENCE);
     f->hub = chat_peer_new (CHAT_ACTOR_HUB);
     f->auth = chat_peer_new (CHAT_ACTOR_AUTH);
     *state = f;
@@ -40,6 +42,7 @@ s_teardown (void **state)
     fixture_t *f = (fixture_t *) *state;
     zactor_destroy (&f->limiter);
     chat_peer_destroy (&f->ws_front);
+    chat_peer_destroy (&f->persistence);
     chat_peer_destroy (&f->hub);
     chat_peer_destroy (&f->auth);
     free (f);
@@ -62,11 +65,12 @@ s_send_message (fixture_t *f, uint64_t user_id, const char *client_id, const cha
                user_id * 10, user_id, "alice", (uint64_t) 9, client_id, content);
 }
 
-//  Expect that message at the hub, every field unchanged
+//  Expect that message at persistence, every field unchanged
 static void
 s_expect_forwarded (fixture_t *f, uint64_t user_id, const char *client_id, const char *content)
 {
-    chat_msg_t *m = chat_peer_expect (f->hub, CHAT_CMD_PRIVATE_MESSAGE, 2000);
+    chat_msg_t *m = chat_peer_expect (f->persistence, CHAT_CMD_PRIVATE_MESSAGE, 2000);
+    chat_peer_expect_nothing (f->hub, 0);
     assert_int_equal (m->u [0], user_id * 10);
     assert_int_equal (m->u [1], user_id);
     assert_string_equal (m->s [2], "alice");
@@ -128,7 +132,7 @@ test_refused_past_burst (void **state)
     uint64_t retry = s_expect_refused (f, 7, "c-over");
     //  One token per second, and the bucket was just emptied
     assert_true (retry >= 1 && retry <= 1000);
-    chat_peer_expect_nothing (f->hub, 100);
+    chat_peer_expect_nothing (f->persistence, 100);
 }
 
 static void
@@ -175,7 +179,7 @@ test_escalation (void **state)
     s_send_message (f, 7, "r-5", "spam");
     s_expect_refused (f, 7, "r-5");
     chat_peer_expect_nothing (f->ws_front, 100);
-    chat_peer_expect_nothing (f->hub, 0);
+    chat_peer_expect_nothing (f->persistence, 0);
 }
 
 static void
