@@ -54,8 +54,9 @@
 
     Read path. Every query is bounded by what it returns, not by the size
     of the table: history is two backward ranges of the pair index; sync
-    visits only the partners with a message above after_id (last_id) and
-    takes at most a page from each, in the pair index; conversations is
+    merges the directions of the conversations with a message above
+    after_id (last_id), one pair-index probe per message taken (s_sync);
+    conversations is
     the user's rows, with a probe for each last message and a count of
     what is above the read marker; mark_read reads and moves one marker.
     =========================================================================
@@ -213,7 +214,10 @@ typedef enum {
     S_CONVERSATION_TOUCH,
     S_MESSAGE_FIRST,
     S_HISTORY,
-    S_SYNC,
+    S_BEGIN_READ,
+    S_SYNC_PARTNERS,
+    S_SYNC_NEXT,
+    S_MESSAGE_BY_ID,
     S_READ_STATE,
     S_READ_UP_TO,
     S_CONVERSATIONS,
@@ -296,31 +300,23 @@ static const char *s_sql [S_STMT_COUNT] = {
         "  JOIN private_messages AS m ON m.id = page.id"
         S_MESSAGE_JOINS
         " ORDER BY m.id",
-    //  ?1 user, ?2 after_id, ?3 limit + 1. Only the partners with a message
-    //  above after_id (last_id) are visited; from each, the oldest n+1 ids
-    //  above after_id each way (a correlated list: a range of the pair
-    //  index per partner). The merged oldest n+1 are joined to their rows.
-    //  The work is bounded by those partners times the page, whatever the
-    //  size of the table. UNION: a conversation with oneself counts once.
-    [S_SYNC] =
+    //  Sync (s_sync merges the directions of the user's conversations):
+    //  a read transaction, so that every statement sees one snapshot
+    [S_BEGIN_READ] = "BEGIN",
+    //  ?1 user, ?2 after_id: the partners with a message above after_id
+    [S_SYNC_PARTNERS] =
+        "SELECT partner_id FROM conversations WHERE user_id = ?1 AND last_id > ?2",
+    //  ?1 sender, ?2 recipient, ?3 bound: the next id of that direction
+    //  above the bound, one probe of the pair index
+    [S_SYNC_NEXT] =
+        "SELECT id FROM private_messages"
+        " WHERE sender_id = ?1 AND receiver_id = ?2 AND id > ?3 ORDER BY id LIMIT 1",
+    //  ?1 message id
+    [S_MESSAGE_BY_ID] =
         "SELECT " S_MESSAGE_COLUMNS
-        "  FROM (SELECT id FROM (SELECT x.id FROM conversations AS c"
-        "                          JOIN private_messages AS x ON x.id IN ("
-        "                               SELECT id FROM private_messages"
-        "                                WHERE sender_id = ?1 AND receiver_id = c.partner_id"
-        "                                  AND id > ?2 ORDER BY id LIMIT ?3)"
-        "                         WHERE c.user_id = ?1 AND c.last_id > ?2)"
-        "        UNION"
-        "        SELECT id FROM (SELECT x.id FROM conversations AS c"
-        "                          JOIN private_messages AS x ON x.id IN ("
-        "                               SELECT id FROM private_messages"
-        "                                WHERE sender_id = c.partner_id AND receiver_id = ?1"
-        "                                  AND id > ?2 ORDER BY id LIMIT ?3)"
-        "                         WHERE c.user_id = ?1 AND c.last_id > ?2)"
-        "        ORDER BY id LIMIT ?3) AS page"
-        "  JOIN private_messages AS m ON m.id = page.id"
+        "  FROM private_messages AS m"
         S_MESSAGE_JOINS
-        " ORDER BY m.id",
+        " WHERE m.id = ?1",
     //  ?1 reader, ?2 partner, ?3 up_to_id: the reader's marker now, where
     //  it moves to (up_to_id, but never past the partner's newest message,
     //  so that later messages stay unread) and how many messages that
@@ -1031,6 +1027,113 @@ s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
 
 //  --------------------------------------------------------------------------
 //  Sync: messages to or from a user above after_id, ascending
+//
+//  A k-way merge. Each direction of each conversation with a message above
+//  after_id is a stream of ids in the pair index; a min-heap on each
+//  stream's next id yields the user's messages in id order. The work is
+//  one probe per stream to start, one per message taken, and one row per
+//  message returned: O(partners + limit), whatever the conversations hold.
+//  (A single query that takes a page from every conversation and keeps the
+//  oldest page reads partners x limit entries: 0.56 s for a user with 300
+//  busy conversations syncing from 0, with the persistence thread, and so
+//  every message acknowledgement, waiting meanwhile.)
+
+//  One direction of one conversation
+typedef struct {
+    int64_t sender;                     //  From
+    int64_t receiver;                   //  To
+    int64_t next;                       //  Its next id not yet taken
+} s_stream_t;
+
+//  The next id of stream above bound into stream->next; 0 when there is
+//  none, -1 on failure
+static int
+s_stream_advance (chat_backend_t *self, s_stream_t *stream, int64_t bound)
+{
+    sqlite3_stmt *stmt = self->stmt [S_SYNC_NEXT];
+    sqlite3_bind_int64 (stmt, 1, stream->sender);
+    sqlite3_bind_int64 (stmt, 2, stream->receiver);
+    sqlite3_bind_int64 (stmt, 3, bound);
+    int rc = sqlite3_step (stmt);
+    stream->next = rc == SQLITE_ROW? sqlite3_column_int64 (stmt, 0): 0;
+    s_done (stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE? 0: -1;
+}
+
+//  Restore the heap order below slot i (smallest next at the top)
+static void
+s_heap_down (s_stream_t *heap, size_t count, size_t i)
+{
+    while (true) {
+        size_t least = i, left = 2 * i + 1, right = left + 1;
+        if (left < count && heap [left].next < heap [least].next)
+            least = left;
+        if (right < count && heap [right].next < heap [least].next)
+            least = right;
+        if (least == i)
+            return;
+        s_stream_t swap = heap [i];
+        heap [i] = heap [least];
+        heap [least] = swap;
+        i = least;
+    }
+}
+
+//  The user's streams with an id above after_id into *heap_p (a heap);
+//  returns how many, or -1 on failure
+static int64_t
+s_sync_streams (chat_backend_t *self, int64_t user_id, int64_t after_id, s_stream_t **heap_p)
+{
+    size_t count = 0, size = 16;
+    s_stream_t *heap = (s_stream_t *) malloc (size * sizeof (s_stream_t));
+    assert (heap);
+    sqlite3_stmt *stmt = self->stmt [S_SYNC_PARTNERS];
+    sqlite3_bind_int64 (stmt, 1, user_id);
+    sqlite3_bind_int64 (stmt, 2, after_id);
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        int64_t partner = sqlite3_column_int64 (stmt, 0);
+        if (count + 2 > size) {
+            size *= 2;
+            heap = (s_stream_t *) realloc (heap, size * sizeof (s_stream_t));
+            assert (heap);
+        }
+        //  Sent, and received (a conversation with oneself is one stream)
+        heap [count++] = (s_stream_t) { .sender = user_id, .receiver = partner };
+        if (partner != user_id)
+            heap [count++] = (s_stream_t) { .sender = partner, .receiver = user_id };
+    }
+    s_done (stmt);
+    //  The partners statement is reset before the probes run
+    size_t live = 0;
+    for (size_t i = 0; rc == SQLITE_DONE && i < count; i++) {
+        if (s_stream_advance (self, &heap [i], after_id))
+            rc = SQLITE_ERROR;
+        else
+        if (heap [i].next)
+            heap [live++] = heap [i];
+    }
+    for (size_t i = live / 2; i-- > 0;)
+        s_heap_down (heap, live, i);
+    *heap_p = heap;
+    return rc == SQLITE_DONE? (int64_t) live: -1;
+}
+
+//  Pass message id to fn
+static int
+s_sync_emit (chat_backend_t *self, int64_t id, chat_message_fn *fn, void *ctx)
+{
+    sqlite3_stmt *stmt = self->stmt [S_MESSAGE_BY_ID];
+    sqlite3_bind_int64 (stmt, 1, id);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        chat_message_t message;
+        s_message_from_row (stmt, &message);
+        fn (&message, ctx);
+    }
+    s_done (stmt);
+    return rc == SQLITE_ROW? 0: -1;
+}
 
 static int
 s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
@@ -1040,26 +1143,37 @@ s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
     assert (fn);
     if (limit < 0)
         limit = 0;
-    sqlite3_stmt *stmt = self->stmt [S_SYNC];
-    sqlite3_bind_int64 (stmt, 1, user_id);
-    sqlite3_bind_int64 (stmt, 2, after_id);
-    sqlite3_bind_int64 (stmt, 3, (int64_t) limit + 1);
+    bool own_tx = sqlite3_get_autocommit (self->db) != 0;
     bool more = false;
-    chat_message_t message;
-    int count = 0;
-    int rc;
-    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        if (count == limit) {
-            more = true;                //  Row limit + 1: there is more
-            rc = SQLITE_DONE;
+    s_stream_t *heap = NULL;
+    int rc = own_tx? s_step_once (self, S_BEGIN_READ, "sync (begin)"): CHAT_DB_OK;
+    if (rc != CHAT_DB_OK)
+        goto done;
+    int64_t live = s_sync_streams (self, user_id, after_id, &heap);
+    int taken = 0;
+    while (live > 0) {
+        if (taken == limit) {
+            more = true;                //  One more than the page: there is more
             break;
         }
-        s_message_from_row (stmt, &message);
-        fn (&message, ctx);
-        count++;
+        //  The smallest next id of all streams, then that stream moves on
+        int64_t id = heap [0].next;
+        if (s_sync_emit (self, id, fn, ctx) || s_stream_advance (self, &heap [0], id)) {
+            live = -1;
+            break;
+        }
+        taken++;
+        if (heap [0].next == 0)
+            heap [0] = heap [--live];
+        s_heap_down (heap, (size_t) live, 0);
     }
-    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "sync");
-    s_done (stmt);
+    if (live < 0)
+        rc = s_fail (self, "sync");
+    if (own_tx)
+        s_step_once (self, S_COMMIT, "sync (end)");
+
+done:
+    free (heap);
     if (has_more)
         *has_more = rc == CHAT_DB_OK && more;
     return rc;
