@@ -224,15 +224,20 @@ typedef enum {
     S_STMT_COUNT
 } s_stmt_id_t;
 
+//  Whether message m is read: its id is at most the read marker of r, the
+//  recipient's side of the conversation, which S_READ_JOIN joins
+#define S_IS_READ       "m.id <= coalesce (r.read_up_to, 0)"
+#define S_READ_JOIN \
+    "  LEFT JOIN conversations AS r ON r.user_id = m.receiver_id AND r.partner_id = m.sender_id"
+
 //  The columns of a message row, as s_message_from_row reads them, and the
-//  tables they come from: m the message, s its sender, r the recipient's
-//  side of the conversation, whose read marker says whether m is read
+//  tables they come from: m the message, s its sender, r as above
 #define S_MESSAGE_COLUMNS \
     "m.id, m.sender_id, m.receiver_id, s.nickname, m.content, m.created_ms, " \
-    "m.id <= coalesce (r.read_up_to, 0), m.client_id"
+    S_IS_READ ", m.client_id"
 #define S_MESSAGE_JOINS \
     "  JOIN users AS s ON s.id = m.sender_id" \
-    "  LEFT JOIN conversations AS r ON r.user_id = m.receiver_id AND r.partner_id = m.sender_id"
+    S_READ_JOIN
 
 static const char *s_sql [S_STMT_COUNT] = {
     //  IMMEDIATE takes the write lock now (waiting up to the busy timeout),
@@ -277,9 +282,9 @@ static const char *s_sql [S_STMT_COUNT] = {
         " VALUES (?1, ?2, ?3), (?2, ?1, ?3)"
         " ON CONFLICT DO UPDATE SET last_id = excluded.last_id",
     [S_MESSAGE_FIRST] =
-        "SELECT m.id, m.receiver_id, m.content, m.created_ms, m.id <= coalesce (r.read_up_to, 0)"
+        "SELECT m.id, m.receiver_id, m.content, m.created_ms, " S_IS_READ
         "  FROM private_messages AS m"
-        "  LEFT JOIN conversations AS r ON r.user_id = m.receiver_id AND r.partner_id = m.sender_id"
+        S_READ_JOIN
         " WHERE m.sender_id = ?1 AND m.client_id = ?2",
 
     //  ?1 user, ?2 partner, ?3 before_id, ?4 limit + 1. Each direction takes
@@ -317,12 +322,12 @@ static const char *s_sql [S_STMT_COUNT] = {
         "  FROM private_messages AS m"
         S_MESSAGE_JOINS
         " WHERE m.id = ?1",
-    //  ?1 reader, ?2 partner, ?3 up_to_id: the reader's marker now, where
-    //  it moves to (up_to_id, but never past the partner's newest message,
-    //  so that later messages stay unread) and how many messages that
-    //  marks. No row: the two never exchanged a message.
+    //  ?1 reader, ?2 partner, ?3 up_to_id: where the reader's marker moves
+    //  to (up_to_id, but never past the partner's newest message, so that
+    //  later messages stay unread) and how many messages above the marker
+    //  now that marks. No row: the two never exchanged a message.
     [S_READ_STATE] =
-        "SELECT c.read_up_to, min (?3, coalesce ("
+        "SELECT min (?3, coalesce ("
         "           (SELECT max (id) FROM private_messages"
         "             WHERE sender_id = ?2 AND receiver_id = ?1), 0)),"
         "       (SELECT count (*) FROM private_messages"
@@ -1200,17 +1205,17 @@ s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
     sqlite3_bind_int64 (stmt, 1, reader_id);
     sqlite3_bind_int64 (stmt, 2, partner_id);
     sqlite3_bind_int64 (stmt, 3, up_to_id);
-    int64_t marker = 0, target = 0;
+    int64_t target = 0;
     int step = sqlite3_step (stmt);
     if (step == SQLITE_ROW) {
-        marker = sqlite3_column_int64 (stmt, 0);
-        target = sqlite3_column_int64 (stmt, 1);
-        count = sqlite3_column_int64 (stmt, 2);
+        target = sqlite3_column_int64 (stmt, 0);
+        count = sqlite3_column_int64 (stmt, 1);
     }
     rc = step == SQLITE_ROW || step == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "mark_read");
     s_done (stmt);
 
-    if (rc == CHAT_DB_OK && target > marker && count > 0) {
+    //  Something newly read means the marker moves forward, to target
+    if (rc == CHAT_DB_OK && count > 0) {
         stmt = self->stmt [S_READ_UP_TO];
         sqlite3_bind_int64 (stmt, 1, reader_id);
         sqlite3_bind_int64 (stmt, 2, partner_id);
