@@ -1303,7 +1303,11 @@ s_handle_online_users (self_t *self, chat_msg_t *m)
     s_conn_want_write (conn);
 }
 
-//  user_online / user_offline: every connection but the user's own
+//  user_online / user_offline: every connection but the user's own, once
+//  it has its online_users. Presence sends both down one pipe, in the order
+//  it saw the changes, so a connection still waiting for its online_users
+//  gets a list that already holds this change: sending it as well would
+//  announce, say, a user the list already names.
 static void
 s_handle_user_presence (self_t *self, chat_msg_t *m, const char *type)
 {
@@ -1313,7 +1317,7 @@ s_handle_user_presence (self_t *self, chat_msg_t *m, const char *type)
     frame_t *frame = s_json_frame (self);
     frame->refs++;
     for (ws_conn_t *conn = self->ws_list; conn; conn = conn->next)
-        if (conn->user_id != m->u [0])
+        if (conn->ready && conn->user_id != m->u [0])
             s_conn_push (self, conn, frame, false, true);
     s_frame_unref (frame);
 }
