@@ -32,10 +32,22 @@ static const char *s_actor_names [CHAT_ACTOR_COUNT] = {
 #undef X
 };
 
+//  One frame waiting in a held outbox
+typedef struct {
+    void *handle;                                   //  The peer's PUSH socket
+    zmq_msg_t part;                                 //  The frame, built
+    bool more;                                      //  More frames of its message follow
+} s_held_part_t;
+
 struct chat_outbox_t {
     chat_actor_t self_actor;                        //  Who sends
     zsock_t *peers [CHAT_ACTOR_COUNT];              //  PUSH per peer, on demand
     zsock_t *tap;                                   //  PUB to the tap proxy, or NULL
+    bool held;                                      //  Queue sends until chat_outbox_flush
+    s_held_part_t *parts;                           //  Frames queued while held, in order
+    size_t nparts;                                  //  Number of them
+    size_t cap;                                     //  Slots in parts
+    size_t nmessages;                               //  Messages they make up
 };
 
 
@@ -307,6 +319,8 @@ chat_outbox_destroy (chat_outbox_t **self_p)
     assert (self_p);
     chat_outbox_t *self = *self_p;
     if (self) {
+        chat_outbox_flush (self);
+        free (self->parts);
         for (int i = 0; i < CHAT_ACTOR_COUNT; i++)
             zsock_destroy (&self->peers [i]);
         zsock_destroy (&self->tap);
@@ -386,6 +400,42 @@ s_send_parts (void *handle, s_parts_t *parts)
     return 0;
 }
 
+static int s_flush_held (chat_outbox_t *self);
+
+//  Queue a message's frames in a held outbox; flushes first when the queue
+//  is full, so that a long burst still reaches the peer in pieces
+static int
+s_hold_parts (chat_outbox_t *self, void *handle, s_parts_t *parts)
+{
+    if (self->nmessages >= CHAT_OUTBOX_HOLD_MAX)
+        s_flush_held (self);
+    if (self->nparts + (size_t) parts->count > self->cap) {
+        size_t cap = self->cap? self->cap * 2: 256;
+        while (cap < self->nparts + (size_t) parts->count)
+            cap *= 2;
+        s_held_part_t *grown = (s_held_part_t *) realloc (self->parts, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        self->parts = grown;
+        self->cap = cap;
+    }
+    for (int i = 0; i < parts->count; i++) {
+        s_held_part_t *held = &self->parts [self->nparts + (size_t) i];
+        if (zmq_msg_init_size (&held->part, parts->size [i]) != 0) {
+            while (i-- > 0)
+                zmq_msg_close (&self->parts [self->nparts + (size_t) i].part);
+            return -1;
+        }
+        if (parts->size [i])
+            memcpy (zmq_msg_data (&held->part), parts->data [i], parts->size [i]);
+        held->handle = handle;
+        held->more = i < parts->count - 1;
+    }
+    self->nparts += (size_t) parts->count;
+    self->nmessages++;
+    return 0;
+}
+
 static int
 s_vsend (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, bool with_lengths, va_list args)
 {
@@ -404,7 +454,8 @@ s_vsend (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, bool with_lengths
         &&  s_send_part (tap, dest, strlen (dest), true) == 0)
             s_send_parts (tap, &parts);
     }
-    int rc = s_send_parts (zsock_resolve (sock), &parts);
+    int rc = self->held? s_hold_parts (self, zsock_resolve (sock), &parts)
+                       : s_send_parts (zsock_resolve (sock), &parts);
     if (rc != 0)
         zsys_error ("%s: cannot send %s to %s: %s", chat_actor_name (self->self_actor),
                     s_commands [cmd].name, chat_actor_name (to), zmq_strerror (zmq_errno ()));
@@ -429,6 +480,42 @@ chat_sendn (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, ...)
     int rc = s_vsend (self, to, cmd, true, args);
     va_end (args);
     return rc;
+}
+
+
+void
+chat_outbox_hold (chat_outbox_t *self)
+{
+    assert (self);
+    self->held = true;
+}
+
+//  Send every queued frame, in order, and empty the queue
+static int
+s_flush_held (chat_outbox_t *self)
+{
+    int rc = 0;
+    for (size_t i = 0; i < self->nparts; i++) {
+        s_held_part_t *held = &self->parts [i];
+        int flags = (held->more? ZMQ_SNDMORE: 0) | ZMQ_DONTWAIT;
+        if (zmq_msg_send (&held->part, held->handle, flags) == -1) {
+            zsys_error ("%s: cannot send a held message: %s",
+                        chat_actor_name (self->self_actor), zmq_strerror (zmq_errno ()));
+            zmq_msg_close (&held->part);
+            rc = -1;
+        }
+    }
+    self->nparts = 0;
+    self->nmessages = 0;
+    return rc;
+}
+
+int
+chat_outbox_flush (chat_outbox_t *self)
+{
+    assert (self);
+    self->held = false;
+    return s_flush_held (self);
 }
 
 
@@ -467,7 +554,7 @@ chat_actor_started (zactor_t *actor, char *error, size_t size)
 
 void
 chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
-                  chat_handler_fn *handler, void *self)
+                  chat_outbox_t *outbox, chat_handler_fn *handler, void *self)
 {
     zpoller_t *poller = zpoller_new (pipe, inbox, NULL);
     assert (poller);
@@ -482,6 +569,8 @@ chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
         }
         else
         if (which == inbox) {
+            if (outbox)
+                chat_outbox_hold (outbox);
             for (int count = 0; count < 1000; count++) {
                 int rc = chat_msg_recv (inbox, msg, true);
                 if (rc == 1)
@@ -489,6 +578,8 @@ chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
                 if (rc == 0)
                     handler (self, msg);
             }
+            if (outbox)
+                chat_outbox_flush (outbox);
         }
         else
         if (zmq_errno () == ETERM)

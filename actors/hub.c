@@ -297,6 +297,6 @@ chat_hub_actor (zsock_t *pipe, void *config)
     }
     chat_actor_report (pipe, NULL);
 
-    chat_actor_serve (pipe, self->inbox, &self->msg, s_dispatch, self);
+    chat_actor_serve (pipe, self->inbox, &self->msg, self->outbox, s_dispatch, self);
     s_self_destroy (&self);
 }

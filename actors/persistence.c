@@ -308,6 +308,8 @@ s_flush (self_t *self)
     int64_t now_ms = chat_now_ms ();
     int rc = self->ops->begin (self->db);
     bool begun = rc == CHAT_DB_OK;
+    //  The batch's results go out as one burst (see chat_outbox_hold)
+    chat_outbox_hold (self->outbox);
     if (rc == CHAT_DB_OK)
         rc = s_store_batch (self, count, now_ms);
     if (rc == CHAT_DB_OK)
@@ -324,6 +326,7 @@ s_flush (self_t *self)
                         "storage_unavailable", strlen ("storage_unavailable"),
                         s_unavailable_text, strlen (s_unavailable_text), (uint64_t) 0);
         }
+        chat_outbox_flush (self->outbox);
         s_set_up (self, false);
         return;
     }
@@ -349,6 +352,7 @@ s_flush (self_t *self)
                     slot->to_user_id, m->s [4], m->len [4], content, content_len,
                     slot->timestamp, strlen (slot->timestamp), (uint64_t) slot->duplicate);
     }
+    chat_outbox_flush (self->outbox);
     s_set_up (self, true);
 }
 

@@ -38,6 +38,8 @@
 #define RL_LOGIN_DELAY_MAX_MS 5000
 //  Longest key kept for an address or a nickname, bytes
 #define RL_KEY_MAX          128
+//  Most messages handled per wake-up, so that $TERM and the sweep still run
+#define RL_DRAIN_MAX        1024
 
 //  A token bucket; for messages also the user's refusals in a row
 typedef struct {
@@ -464,21 +466,40 @@ s_handle_login_result (self_t *self, chat_msg_t *m)
 //  --------------------------------------------------------------------------
 //  Reactor handlers
 
+//  Handle what is waiting, up to RL_DRAIN_MAX messages, with the outbox
+//  held: the messages admitted from one burst go on to persistence as one
+//  burst, and it wakes once for them
+static void
+s_handle (self_t *self, chat_msg_t *m)
+{
+    switch (m->cmd) {
+        case CHAT_CMD_PRIVATE_MESSAGE: s_handle_private_message (self, m); break;
+        case CHAT_CMD_TYPING:          s_handle_typing (self, m);          break;
+        case CHAT_CMD_LOGIN:           s_handle_login (self, m);           break;
+        case CHAT_CMD_LOGIN_RESULT:    s_handle_login_result (self, m);    break;
+        default:
+            zsys_warning ("rate-limiter: unexpected %s", chat_cmd_name (m->cmd));
+    }
+}
+
 static int
 s_on_inbox (zloop_t *loop, zsock_t *reader, void *arg)
 {
     (void) loop;
     self_t *self = (self_t *) arg;
-    if (chat_msg_recv (reader, &self->msg, true) != 0)
-        return 0;                       //  Nothing, or malformed (logged)
-    switch (self->msg.cmd) {
-        case CHAT_CMD_PRIVATE_MESSAGE: s_handle_private_message (self, &self->msg); break;
-        case CHAT_CMD_TYPING:          s_handle_typing (self, &self->msg);          break;
-        case CHAT_CMD_LOGIN:           s_handle_login (self, &self->msg);           break;
-        case CHAT_CMD_LOGIN_RESULT:    s_handle_login_result (self, &self->msg);    break;
-        default:
-            zsys_warning ("rate-limiter: unexpected %s", chat_cmd_name (self->msg.cmd));
+    chat_outbox_hold (self->outbox);
+    for (int count = 0; count < RL_DRAIN_MAX; count++) {
+        int rc = chat_msg_recv (reader, &self->msg, true);
+        if (rc == 1)
+            break;                      //  Nothing more waiting
+        if (rc == 0)
+            s_handle (self, &self->msg);
+        else
+        if (zmq_errno () == ETERM)
+            break;                      //  Context terminated
+                                        //  Else malformed: logged, dropped
     }
+    chat_outbox_flush (self->outbox);
     return 0;
 }
 

@@ -137,6 +137,8 @@ typedef struct {
     chat_msg_t msg;                     //  Message being handled
     uv_loop_t loop;                     //  The event loop (libuv: epoll)
     bool loop_ready;                    //  loop initialised
+    uv_prepare_t before_sleep;          //  Flushes the outbox before each poll
+    bool before_sleep_ready;            //  before_sleep started
     struct lws_context *context;        //  libwebsockets, running on loop
     struct lws_vhost *vhost;            //  The one vhost
     lws_sorted_usec_list_t sul_drain;   //  Re-arms a capped drain
@@ -1517,6 +1519,15 @@ s_drain_pipe (self_t *self)
         uv_stop (&self->loop);
 }
 
+//  Just before the loop sleeps: send the burst this wake-up produced
+static void
+s_before_sleep (uv_prepare_t *handle)
+{
+    self_t *self = (self_t *) handle->data;
+    chat_outbox_flush (self->outbox);
+    chat_outbox_hold (self->outbox);
+}
+
 //  Whether bind:port can be listened on, tried before lws is started: a
 //  context whose listen failed cannot be torn down cleanly on a foreign loop
 static int
@@ -1641,6 +1652,8 @@ s_self_destroy (self_t **self_p)
     assert (self_p);
     self_t *self = *self_p;
     if (self) {
+        if (self->before_sleep_ready)
+            uv_close ((uv_handle_t *) &self->before_sleep, NULL);
         if (self->context)
             lws_context_destroy (self->context);    //  Closes every wsi (callbacks run)
         //  (when lws could not listen, the loop is left as it is: its close
@@ -1764,6 +1777,13 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
         return NULL;
     }
     lws_sul_schedule (self->context, 0, &self->sul_tick, s_tick, LWS_US_PER_SEC);
+    //  What the loop sends while it handles a wake-up is held, and goes to
+    //  the other actors in one burst before it sleeps (chat_outbox_hold)
+    chat_outbox_hold (self->outbox);
+    uv_prepare_init (&self->loop, &self->before_sleep);
+    self->before_sleep.data = self;
+    uv_prepare_start (&self->before_sleep, s_before_sleep);
+    self->before_sleep_ready = true;
     return self;
 }
 

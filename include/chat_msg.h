@@ -167,6 +167,24 @@ int chat_sendn (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, ...);
 //  The underlying socket to a peer (created on demand), e.g. for ZMQ_FD use
 zsock_t *chat_outbox_socket (chat_outbox_t *self, chat_actor_t to);
 
+//  --- Sending in bursts -----------------------------------------------------
+//  A thread that is woken for each message it is sent pays the wake-up for
+//  each: when a peer handles messages faster than they come, it goes back to
+//  sleep between two sends. So an actor holds its outbox while it handles
+//  what woke it and flushes before it sleeps again: between
+//  chat_outbox_hold and chat_outbox_flush, chat_send only queues (the
+//  frames are built at once, the arguments may go away); flush hands them
+//  all to ZeroMQ back to back, in order, and the peer reads the burst in
+//  one wake-up. Order to each peer is kept. A hold never outlasts
+//  CHAT_OUTBOX_HOLD_MAX messages: the queue is flushed then and stays held,
+//  so a long burst reaches the peer in pieces and the peer can start at
+//  once. chat_outbox_destroy flushes.
+#define CHAT_OUTBOX_HOLD_MAX 64
+void chat_outbox_hold (chat_outbox_t *self);
+//  Send what is queued and stop holding. Returns 0, or -1 if a frame could
+//  not be sent (logged).
+int chat_outbox_flush (chat_outbox_t *self);
+
 //  The inproc endpoint that actors' tap PUB sockets connect to; the tap
 //  proxy in chatd.c binds it (XSUB) and republishes on the configured
 //  endpoint (XPUB).
@@ -187,11 +205,12 @@ int chat_actor_started (zactor_t *actor, char *error, size_t size);
 //  --- Serving -------------------------------------------------------------
 //  The loop of an actor that only reacts to messages: sleep on the pipe and
 //  the inbox, drain the inbox in bounded batches (so $TERM is never
-//  starved), call handler for each message; return on $TERM. Signals do
-//  not stop it: chatd.c orders the shutdown.
+//  starved), call handler for each message with outbox held (if not NULL)
+//  and flush it after each batch; return on $TERM. Signals do not stop it:
+//  chatd.c orders the shutdown.
 typedef void (chat_handler_fn) (void *self, chat_msg_t *msg);
 void chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
-                       chat_handler_fn *handler, void *self);
+                       chat_outbox_t *outbox, chat_handler_fn *handler, void *self);
 
 //  --- Connection id lists ("conn_ids" fields): comma-separated decimal -----
 //  Iterate: const char *p = list; uint64_t id; while (chat_ids_next (&p, &id)) ...

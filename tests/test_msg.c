@@ -225,6 +225,83 @@ test_round_trip (void **state)
     zsock_destroy (&inbox);
 }
 
+//  A held outbox sends nothing until it is flushed, then everything in
+//  order, to each peer; a long hold goes out in pieces of
+//  CHAT_OUTBOX_HOLD_MAX; destroy flushes what is still held
+static void
+test_hold (void **state)
+{
+    (void) state;
+    zsock_t *hub = chat_inbox_new (CHAT_ACTOR_HUB);
+    zsock_t *presence = chat_inbox_new (CHAT_ACTOR_PRESENCE);
+    assert_non_null (hub);
+    assert_non_null (presence);
+    chat_outbox_t *outbox = chat_outbox_new (CHAT_ACTOR_WS_FRONT, NULL);
+    chat_msg_t m;
+    chat_msg_init (&m);
+
+    chat_outbox_hold (outbox);
+    //  The arguments may go away once chat_send returns
+    for (uint64_t i = 1; i <= 3; i++) {
+        char nickname [16];
+        snprintf (nickname, sizeof nickname, "user-%" PRIu64, i);
+        assert_int_equal (chat_send (outbox, CHAT_ACTOR_HUB, CHAT_CMD_JOIN, i, i * 10, nickname), 0);
+        memset (nickname, 'x', sizeof nickname - 1);
+    }
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_PRESENCE, CHAT_CMD_LIST_USERS, (uint64_t) 99), 0);
+    zclock_sleep (50);
+    assert_int_equal (chat_msg_recv (hub, &m, true), 1);
+    assert_int_equal (chat_msg_recv (presence, &m, true), 1);
+
+    assert_int_equal (chat_outbox_flush (outbox), 0);
+    for (uint64_t i = 1; i <= 3; i++) {
+        char nickname [16];
+        snprintf (nickname, sizeof nickname, "user-%" PRIu64, i);
+        assert_int_equal (s_recv (hub, &m), 0);
+        assert_int_equal (m.cmd, CHAT_CMD_JOIN);
+        assert_int_equal (m.u [0], i);
+        assert_int_equal (m.u [1], i * 10);
+        assert_string_equal (m.s [2], nickname);
+    }
+    assert_int_equal (s_recv (presence, &m), 0);
+    assert_int_equal (m.cmd, CHAT_CMD_LIST_USERS);
+    assert_int_equal (m.u [0], 99);
+
+    //  Not held any more: a send goes at once
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, (uint64_t) 7), 0);
+    assert_int_equal (s_recv (hub, &m), 0);
+    assert_int_equal (m.u [0], 7);
+
+    //  A long hold: the first CHAT_OUTBOX_HOLD_MAX leave when the next is
+    //  queued, the rest on flush, all in order
+    chat_outbox_hold (outbox);
+    uint64_t total = CHAT_OUTBOX_HOLD_MAX + 10;
+    for (uint64_t i = 0; i < total; i++)
+        assert_int_equal (chat_send (outbox, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, i), 0);
+    for (uint64_t i = 0; i < CHAT_OUTBOX_HOLD_MAX; i++) {
+        assert_int_equal (s_recv (hub, &m), 0);
+        assert_int_equal (m.u [0], i);
+    }
+    zclock_sleep (50);
+    assert_int_equal (chat_msg_recv (hub, &m, true), 1);
+    assert_int_equal (chat_outbox_flush (outbox), 0);
+    for (uint64_t i = CHAT_OUTBOX_HOLD_MAX; i < total; i++) {
+        assert_int_equal (s_recv (hub, &m), 0);
+        assert_int_equal (m.u [0], i);
+    }
+
+    //  Destroy sends what is still held
+    chat_outbox_hold (outbox);
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_HUB, CHAT_CMD_LIST_USERS, (uint64_t) 1234), 0);
+    chat_outbox_destroy (&outbox);
+    assert_int_equal (s_recv (hub, &m), 0);
+    assert_int_equal (m.u [0], 1234);
+
+    chat_msg_release (&m);
+    zsock_destroy (&hub);
+    zsock_destroy (&presence);
+}
+
 //  chat_sendn: explicit lengths, so fields may hold any bytes
 static void
 test_sendn (void **state)
@@ -539,6 +616,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_table, s_teardown),
         cmocka_unit_test_teardown (test_round_trip, s_teardown),
+        cmocka_unit_test_teardown (test_hold, s_teardown),
         cmocka_unit_test_teardown (test_sendn, s_teardown),
         cmocka_unit_test_teardown (test_malformed, s_teardown),
         cmocka_unit_test_teardown (test_ids_next, s_teardown),
