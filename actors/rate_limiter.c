@@ -19,6 +19,8 @@
         auth       sends the login it admits (at once or after a delay);
                    receives login_result
 
+    Each wake-up drains what is waiting (up to RL_DRAIN_MAX) with the
+    outbox held, so what it admits from a burst goes on as one burst.
     Time is the monotonic clock (zclock_usecs), never the wall clock.
     =========================================================================
 */

@@ -16,7 +16,10 @@
     readable edge the socket is drained without blocking. lws runs on our
     own libuv loop (epoll), so an idle front sleeps in epoll_wait and a
     wakeup does not scan every connection; a message is written the moment
-    it arrives. Nothing here waits on disk or on password hashing: HTTP API
+    it arrives. What one wake-up sends to the other actors is held and goes
+    out as one burst just before the loop sleeps (a libuv prepare handle),
+    so that each actor wakes once for it. Nothing here waits on disk or on
+    password hashing: HTTP API
     requests are sent on and answered when the answer comes back. Frames
     are written only in WRITEABLE callbacks, in order, everything queued
     for a connection in one send; presence frames may wait a little to
