@@ -501,7 +501,10 @@ s_flush_held (chat_outbox_t *self)
         if (zmq_msg_send (&held->part, held->handle, flags) == -1) {
             zsys_error ("%s: cannot send a held message: %s",
                         chat_actor_name (self->self_actor), zmq_strerror (zmq_errno ()));
+            //  Drop the rest of this message; the next one starts clean
             zmq_msg_close (&held->part);
+            while (self->parts [i].more && i + 1 < self->nparts)
+                zmq_msg_close (&self->parts [++i].part);
             rc = -1;
         }
     }

@@ -7,15 +7,19 @@
     100 to 500 system calls before the one that matters, the fsync. This
     VFS sits on top of the default one ("unix") and changes one thing: the
     writes to a -wal file that follow each other are gathered in a buffer
-    and handed to the file in one pwrite, before anything else is done to
-    that file (sync, read, truncate, size, close) or when the buffer is full.
+    and handed to the file in one pwrite (up to 31 frames), before anything
+    else is done to
+    that file (sync, read, truncate, size) or when the buffer is full.
     Everything else, and every other file, goes straight through.
 
     Why this is safe: SQLite only counts on what it wrote once it has
     synced it, and in WAL mode a commit becomes visible to other
     connections only after its frames are written and (synchronous = FULL)
     synced, which goes through the buffer first. Reads of the file flush
-    first, so a frame is never read stale. With synchronous = NORMAL a
+    first, so a frame is never read stale. Frames that did not commit (a
+    large transaction spills pages to the WAL, then rolls back) are dropped
+    when the WAL's write lock is released, before another connection can
+    write at their offsets. With synchronous = NORMAL a
     commit is published without a sync of the -wal file, so the backend
     opens such databases on the default VFS instead (sqlite.c).
 
@@ -44,14 +48,17 @@
 
 //  A file opened through this VFS; the default VFS's file follows it in
 //  the same allocation (szOsFile is the sum of both)
-typedef struct {
+typedef struct s_file_t s_file_t;
+struct s_file_t {
     sqlite3_file base;                  //  Our methods (must be first)
     sqlite3_file *real;                 //  The default VFS's file, just after us
     bool gather;                        //  A -wal file: writes are gathered
     unsigned char *buffer;              //  Bytes written, not yet handed on
     size_t length;                      //  How many
     sqlite3_int64 offset;               //  Where they go in the file
-} s_file_t;
+    s_file_t *database;                 //  A -wal file: its database file
+    s_file_t *wal;                      //  A database file: its open -wal file
+};
 
 static sqlite3_vfs s_vfs;               //  This VFS, registered once
 static pthread_once_t s_once = PTHREAD_ONCE_INIT;
@@ -81,15 +88,30 @@ s_flush (s_file_t *self)
 //  File methods: gather in xWrite, flush before anything else touches the
 //  file, pass the rest through
 
+//  Drop what is gathered: frames of a transaction that did not commit
+//  (a commit syncs, which flushes). SQLite writes such frames when a large
+//  transaction spills pages from its cache, and on rollback it only forgets
+//  them: handed on later, they would overwrite the frames another
+//  connection has committed at the same offsets since.
+static void
+s_discard (s_file_t *self)
+{
+    self->length = 0;
+}
+
 static int
 s_close (sqlite3_file *file)
 {
     s_file_t *self = (s_file_t *) file;
-    int rc = s_flush (self);
-    int close_rc = self->real->pMethods->xClose (self->real);
+    s_discard (self);                   //  Anything left never committed
+    if (self->database)
+        self->database->wal = NULL;
+    if (self->wal)
+        self->wal->database = NULL;
+    int rc = self->real->pMethods->xClose (self->real);
     free (self->buffer);
     self->buffer = NULL;
-    return rc != SQLITE_OK? rc: close_rc;
+    return rc;
 }
 
 static int
@@ -201,10 +223,17 @@ s_shm_map (sqlite3_file *file, int region, int size, int extend, void volatile *
     return self->real->pMethods->xShmMap (self->real, region, size, extend, out);
 }
 
+//  The WAL's write lock is slot 0 of the database file's shared-memory
+//  locks. When it is released, whatever its -wal file still gathers did not
+//  commit: drop it before another connection can write there.
 static int
 s_shm_lock (sqlite3_file *file, int offset, int n, int flags)
 {
     s_file_t *self = (s_file_t *) file;
+    if (self->wal
+    &&  (flags & SQLITE_SHM_UNLOCK) && (flags & SQLITE_SHM_EXCLUSIVE)
+    &&  offset == 0 && n >= 1)
+        s_discard (self->wal);
     return self->real->pMethods->xShmLock (self->real, offset, n, flags);
 }
 
@@ -253,6 +282,12 @@ static const sqlite3_io_methods s_io_methods [] = {
 //  --------------------------------------------------------------------------
 //  VFS methods: open wraps, the rest is the default VFS's
 
+static bool
+s_is_ours (sqlite3_file *file)
+{
+    return file->pMethods >= &s_io_methods [0] && file->pMethods <= &s_io_methods [2];
+}
+
 static int
 s_open (sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *out_flags)
 {
@@ -268,8 +303,16 @@ s_open (sqlite3_vfs *vfs, const char *name, sqlite3_file *file, int flags, int *
     int version = self->real->pMethods->iVersion;
     version = version < 1? 1: version > 3? 3: version;
     self->gather = (flags & SQLITE_OPEN_WAL) != 0;
-    if (self->gather)
-        self->buffer = (unsigned char *) malloc (S_BUFFER_MAX);
+    if (self->gather) {
+        //  Gather only with the database file known (also ours), whose
+        //  write-lock release drops what did not commit
+        sqlite3_file *database = sqlite3_database_file_object (name);
+        if (database && s_is_ours (database) && !((s_file_t *) database)->wal) {
+            self->database = (s_file_t *) database;
+            self->database->wal = self;
+            self->buffer = (unsigned char *) malloc (S_BUFFER_MAX);
+        }
+    }
     self->base.pMethods = &s_io_methods [version - 1];
     return SQLITE_OK;
 }

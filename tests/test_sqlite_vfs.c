@@ -9,13 +9,16 @@
     two per page; what is committed is there for another connection (on
     the default VFS, reading the file itself) at once and after a reopen,
     also for a commit larger than the VFS's buffer; a rolled-back batch
-    leaves nothing; with synchronous = normal nothing is gathered.
+    leaves nothing, also when it had spilled frames into the WAL and
+    another connection commits next; a write that fails fails the commit;
+    with synchronous = normal nothing is gathered.
     =========================================================================
 */
 
 #include "test_util.h"
 #include "chat_backend.h"
 #include "chat_config.h"
+#include "../backends/sqlite_vfs.h"
 #include <inttypes.h>
 #include <sqlite3.h>
 
@@ -33,6 +36,7 @@ static sqlite3_vfs s_counting;
 static sqlite3_io_methods s_counted_methods;
 static int s_wal_writes;                //  xWrite calls on -wal files
 static int64_t s_wal_bytes;             //  Bytes they wrote
+static bool s_fail_gathered;            //  Fail the next write of many frames
 
 #define S_REAL ((sqlite3_vfs *) s_counting.pAppData)
 
@@ -41,6 +45,10 @@ s_counted_write (sqlite3_file *file, const void *data, int amount, sqlite3_int64
 {
     s_counted_t *self = (s_counted_t *) file;
     if (self->wal) {
+        if (s_fail_gathered && amount > 2 * 4120) {
+            s_fail_gathered = false;
+            return SQLITE_IOERR_WRITE;
+        }
         s_wal_writes++;
         s_wal_bytes += amount;
     }
@@ -259,6 +267,128 @@ test_rollback (void **state)
     s_close (&f);
 }
 
+static void
+s_exec_ok (sqlite3 *db, const char *sql)
+{
+    char *error = NULL;
+    int rc = sqlite3_exec (db, sql, NULL, NULL, &error);
+    if (rc != SQLITE_OK)
+        fail_msg ("%s: %s", sql, error? error: sqlite3_errstr (rc));
+}
+
+static sqlite3 *
+s_connect (const char *path, const char *vfs)
+{
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, vfs), SQLITE_OK);
+    s_exec_ok (db, "PRAGMA synchronous = FULL");
+    return db;
+}
+
+//  Insert count rows of 1,000 copies of fill into scratch
+static void
+s_insert_rows (sqlite3 *db, int count, char fill)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql,
+        "WITH RECURSIVE k (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < %d)"
+        " INSERT INTO scratch SELECT n, printf ('%%.1000c', '%c') FROM k", count, fill);
+    s_exec_ok (db, sql);
+}
+
+//  A transaction too big for its page cache spills frames into the WAL
+//  before it commits. Rolled back, those frames must never reach the file:
+//  another connection commits at the same offsets next, and the first
+//  connection's next use of the file must not overwrite that commit.
+static void
+test_rollback_after_spill (void **state)
+{
+    (void) state;
+    s_fixture_t f;
+    s_open (&f, "full");                //  The schema, and the VFS registered
+    f.ops->close (&f.db);
+    const char *path = f.cfg.sqlite_path;
+
+    //  2,000 rows, all in the database file (the WAL emptied)
+    sqlite3 *a = s_connect (path, CHAT_SQLITE_VFS);
+    s_exec_ok (a, "CREATE TABLE scratch (n INTEGER, body TEXT)");
+    s_insert_rows (a, 2000, 'x');
+    s_exec_ok (a, "PRAGMA wal_checkpoint (TRUNCATE)");
+    //  Rewrite them all with a cache of 16 pages: each page is read from
+    //  the database file and spilled to the WAL, none read back, so the
+    //  last frames are still gathered at the rollback
+    s_exec_ok (a, "PRAGMA cache_size = 16");
+    int64_t before = s_wal_bytes;
+    s_exec_ok (a, "BEGIN");
+    s_exec_ok (a, "UPDATE scratch SET body = printf ('%.1000c', 'a')");
+    assert_true (s_wal_bytes > before);             //  It did spill
+    s_exec_ok (a, "ROLLBACK");
+
+    //  b commits more than a spilled, over the same frames
+    sqlite3 *b = s_connect (path, CHAT_SQLITE_VFS);
+    s_exec_ok (b, "BEGIN IMMEDIATE");
+    s_insert_rows (b, 3000, 'b');
+    s_exec_ok (b, "COMMIT");
+
+    //  a reads and writes again (and would hand on anything it still held)
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal (sqlite3_prepare_v2 (a, "SELECT count (*) FROM scratch", -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_ROW);
+    assert_int_equal (sqlite3_column_int64 (stmt, 0), 5000);
+    sqlite3_finalize (stmt);
+    s_exec_ok (a, "INSERT INTO scratch VALUES (5001, 'a')");
+
+    //  A third connection, on the default VFS, finds the file whole
+    sqlite3 *c = s_connect (path, "unix");
+    assert_int_equal (sqlite3_prepare_v2 (c, "PRAGMA integrity_check", -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_ROW);
+    assert_string_equal ((const char *) sqlite3_column_text (stmt, 0), "ok");
+    sqlite3_finalize (stmt);
+    assert_int_equal (sqlite3_prepare_v2 (c, "SELECT count (*), sum (body = printf ('%.1000c', 'b'))"
+                                             " FROM scratch", -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_ROW);
+    assert_int_equal (sqlite3_column_int64 (stmt, 0), 5001);
+    assert_int_equal (sqlite3_column_int64 (stmt, 1), 3000);
+    sqlite3_finalize (stmt);
+    sqlite3_close (c);
+    sqlite3_close (b);
+    sqlite3_close (a);
+    chat_test_rmdir (&f.dir);
+}
+
+//  A gathered write that fails fails the commit: nothing of the batch is
+//  stored, and the next batch commits as usual
+static void
+test_failed_write (void **state)
+{
+    (void) state;
+    s_fixture_t f;
+    s_open (&f, "full");
+    s_store (&f, 100, 300, "f", true);
+    s_fail_gathered = true;
+    chat_message_t messages [200];
+    int results [200];
+    char ids [200][16];
+    memset (messages, 0, sizeof messages);
+    for (int i = 0; i < 200; i++) {
+        snprintf (ids [i], sizeof ids [i], "x-%d", i);
+        messages [i].from_user_id = f.ann;
+        messages [i].to_user_id = f.ben;
+        messages [i].content = "lost";
+        messages [i].content_len = 4;
+        messages [i].client_id = ids [i];
+    }
+    assert_int_equal (f.ops->begin (f.db), CHAT_DB_OK);
+    assert_int_equal (f.ops->message_store_batch (f.db, messages, 200, results, NULL), CHAT_DB_OK);
+    assert_int_not_equal (f.ops->commit (f.db), CHAT_DB_OK);
+    f.ops->rollback (f.db);
+    assert_false (s_fail_gathered);                 //  The failure was used
+    assert_int_equal (s_count_raw (f.cfg.sqlite_path), 100);
+    s_store (&f, 50, 300, "g", true);
+    assert_int_equal (s_count_raw (f.cfg.sqlite_path), 150);
+    s_close (&f);
+}
+
 //  synchronous = normal publishes a commit without syncing the -wal file:
 //  such a database is opened on the default VFS, nothing is gathered
 static void
@@ -284,6 +414,8 @@ main (void)
         cmocka_unit_test (test_gathered),
         cmocka_unit_test (test_large_commit),
         cmocka_unit_test (test_rollback),
+        cmocka_unit_test (test_rollback_after_spill),
+        cmocka_unit_test (test_failed_write),
         cmocka_unit_test (test_normal_not_gathered),
     };
     return cmocka_run_group_tests (tests, s_setup, NULL);
