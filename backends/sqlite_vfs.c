@@ -8,8 +8,8 @@
     VFS sits on top of the default one ("unix") and changes one thing: the
     writes to a -wal file that follow each other are gathered in a buffer
     and handed to the file in one pwrite (up to 31 frames), before anything
-    else is done to
-    that file (sync, read, truncate, size) or when the buffer is full.
+    else is done to that file (sync, read, truncate, size) or when the
+    buffer is full.
     Everything else, and every other file, goes straight through.
 
     Why this is safe: SQLite only counts on what it wrote once it has
