@@ -70,6 +70,7 @@
 #include "chat_wire.h"
 #include "sqlite_vfs.h"
 #include "sqlite_checkpoint.h"
+#include "sqlite_pcache.h"
 #include <czmq.h>
 #include <limits.h>
 #include <sqlite3.h>
@@ -584,6 +585,10 @@ s_open (const chat_config_t *cfg, char *error, size_t size)
     assert (self);
     self->path = strdup (cfg->sqlite_path);
     assert (self->path);
+
+    //  SQLite's global settings, before it starts (sqlite_pcache.c); if it
+    //  had started already, it runs on as it was
+    chat_sqlite_setup ();
 
     //  With synchronous = FULL every commit syncs its WAL frames: then the
     //  frames can be written in one go (sqlite_vfs.c). NORMAL publishes a
