@@ -31,15 +31,6 @@ typedef struct {
 } s_fixture_t;
 
 static void
-s_exec (sqlite3 *db, const char *sql)
-{
-    char *error = NULL;
-    int rc = sqlite3_exec (db, sql, NULL, NULL, &error);
-    if (rc != SQLITE_OK)
-        fail_msg ("%s: %s", sql, error? error: sqlite3_errstr (rc));
-}
-
-static void
 s_open (s_fixture_t *f)
 {
     memset (f, 0, sizeof *f);
@@ -50,9 +41,9 @@ s_open (s_fixture_t *f)
                                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                        CHAT_SQLITE_VFS), SQLITE_OK);
     sqlite3_busy_timeout (f->db, 5000);
-    s_exec (f->db, "PRAGMA journal_mode = WAL");
-    s_exec (f->db, "PRAGMA synchronous = FULL");
-    s_exec (f->db, "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)");
+    chat_test_sql (f->db, "PRAGMA journal_mode = WAL");
+    chat_test_sql (f->db, "PRAGMA synchronous = FULL");
+    chat_test_sql (f->db, "CREATE TABLE t (id INTEGER PRIMARY KEY, body BLOB NOT NULL)");
     assert_int_equal (sqlite3_prepare_v2 (f->db, "INSERT INTO t (body) VALUES (zeroblob (3000))",
                                           -1, &f->insert, NULL), SQLITE_OK);
     f->ckpt = chat_sqlite_ckpt_new (f->db, f->path, CHAT_SQLITE_VFS,
@@ -179,7 +170,7 @@ test_reader_keeps_snapshot (void **state)
     assert_int_equal (sqlite3_open_v2 (f.path, &reader, SQLITE_OPEN_READONLY, CHAT_SQLITE_VFS),
                       SQLITE_OK);
     sqlite3_busy_timeout (reader, 5000);
-    s_exec (reader, "BEGIN");
+    chat_test_sql (reader, "BEGIN");
     sqlite3_stmt *count = NULL;
     assert_int_equal (sqlite3_prepare_v2 (reader, "SELECT count (*) FROM t", -1, &count, NULL),
                       SQLITE_OK);
@@ -199,7 +190,7 @@ test_reader_keeps_snapshot (void **state)
     assert_int_equal (sqlite3_step (count), SQLITE_ROW);
     assert_int_equal (sqlite3_column_int (count, 0), 1);
     sqlite3_reset (count);
-    s_exec (reader, "COMMIT");
+    chat_test_sql (reader, "COMMIT");
 
     //  Let go: the WAL starts over, and the reader sees everything
     s_commit_until_restarts (&f, 1);

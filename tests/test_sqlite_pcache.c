@@ -25,15 +25,6 @@ typedef struct {
     sqlite3_stmt *insert;
 } s_fixture_t;
 
-static void
-s_exec (sqlite3 *db, const char *sql)
-{
-    char *error = NULL;
-    int rc = sqlite3_exec (db, sql, NULL, NULL, &error);
-    if (rc != SQLITE_OK)
-        fail_msg ("%s: %s", sql, error? error: sqlite3_errstr (rc));
-}
-
 static int64_t
 s_int (sqlite3 *db, const char *sql)
 {
@@ -66,10 +57,10 @@ s_open (s_fixture_t *f, const char *cache_size)
     assert_int_equal (sqlite3_open_v2 (f->path, &f->db,
                                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                                        NULL), SQLITE_OK);
-    s_exec (f->db, "PRAGMA journal_mode = WAL");
-    s_exec (f->db, cache_size);
-    s_exec (f->db, "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL, body TEXT NOT NULL)");
-    s_exec (f->db, "CREATE INDEX t_k ON t (k)");
+    chat_test_sql (f->db, "PRAGMA journal_mode = WAL");
+    chat_test_sql (f->db, cache_size);
+    chat_test_sql (f->db, "CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT NOT NULL, body TEXT NOT NULL)");
+    chat_test_sql (f->db, "CREATE INDEX t_k ON t (k)");
     assert_int_equal (sqlite3_prepare_v2 (f->db,
         "INSERT INTO t (k, body) VALUES (hex (randomblob (12)), ?1)", -1, &f->insert, NULL), SQLITE_OK);
 }
@@ -122,9 +113,9 @@ test_commits_after_splits_skip_truncation (void **state)
     chat_sqlite_pcache_stats (&before);
     //  300 commits of 50 rows: the index grows to hundreds of leaves
     for (int c = 0; c < 300; c++) {
-        s_exec (f.db, "BEGIN");
+        chat_test_sql (f.db, "BEGIN");
         s_insert (&f, 50, "c");
-        s_exec (f.db, "COMMIT");
+        chat_test_sql (f.db, "COMMIT");
     }
     chat_sqlite_pcache_stats (&after);
     uint64_t skipped = after.truncates_skipped - before.truncates_skipped;
@@ -156,42 +147,42 @@ test_rollback_hands_truncation_on (void **state)
     (void) state;
     s_fixture_t f;
     s_open (&f, "PRAGMA cache_size = -8192");
-    s_exec (f.db, "BEGIN");
+    chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 2000, "kept");
-    s_exec (f.db, "COMMIT");
+    chat_test_sql (f.db, "COMMIT");
     int64_t pages = s_int (f.db, "PRAGMA page_count");
 
     //  A transaction that grows the file by hundreds of pages, rolled back:
     //  its pages are above the database size and must leave the cache
     chat_sqlite_pcache_stats_t before, after;
     chat_sqlite_pcache_stats (&before);
-    s_exec (f.db, "BEGIN");
+    chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 6000, "gone");
     assert_true (s_int (f.db, "PRAGMA page_count") > pages + 100);
-    s_exec (f.db, "ROLLBACK");
+    chat_test_sql (f.db, "ROLLBACK");
     chat_sqlite_pcache_stats (&after);
     assert_true (after.truncates_forwarded > before.truncates_forwarded);
     assert_int_equal (s_int (f.db, "PRAGMA page_count"), pages);
 
     //  The same page numbers are used again, for other rows: what is read
     //  back is those rows, never a page of the rolled-back ones
-    s_exec (f.db, "BEGIN");
+    chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 3000, "new");
-    s_exec (f.db, "COMMIT");
+    chat_test_sql (f.db, "COMMIT");
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'gone-%'"), 0);
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'new-%'"), 3000);
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 5000);
     s_assert_intact (f.db);
 
     //  The same with a savepoint, inside a transaction that commits
-    s_exec (f.db, "BEGIN");
+    chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 500, "outer");
-    s_exec (f.db, "SAVEPOINT inner");
+    chat_test_sql (f.db, "SAVEPOINT inner");
     s_insert (&f, 4000, "inner");
-    s_exec (f.db, "ROLLBACK TO inner");
-    s_exec (f.db, "RELEASE inner");
+    chat_test_sql (f.db, "ROLLBACK TO inner");
+    chat_test_sql (f.db, "RELEASE inner");
     s_insert (&f, 500, "after");
-    s_exec (f.db, "COMMIT");
+    chat_test_sql (f.db, "COMMIT");
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'inner-%'"), 0);
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t"), 6000);
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 6000);
@@ -207,9 +198,9 @@ test_small_cache_drops_and_refetches (void **state)
     //  50 pages of cache for thousands of pages of data
     s_open (&f, "PRAGMA cache_size = 50");
     for (int c = 0; c < 40; c++) {
-        s_exec (f.db, "BEGIN");
+        chat_test_sql (f.db, "BEGIN");
         s_insert (&f, 500, "s");
-        s_exec (f.db, "COMMIT");
+        chat_test_sql (f.db, "COMMIT");
     }
     assert_true (s_int (f.db, "PRAGMA page_count") > 1000);
     assert_int_equal (s_int (f.db, "SELECT count (*) FROM t"), 20000);

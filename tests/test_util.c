@@ -5,6 +5,7 @@
 
 #include "test_util.h"
 #include <ftw.h>
+#include <sqlite3.h>
 
 chat_peer_t *
 chat_peer_new (chat_actor_t actor)
@@ -177,4 +178,14 @@ chat_test_send (chat_outbox_t *outbox, chat_actor_t to, chat_cmd_t cmd,
     }
     fail_msg ("no sample for command %d", (int) cmd);
     return -1;
+}
+
+void
+chat_test_sql (sqlite3 *db, const char *sql)
+{
+    char *error = NULL;
+    int rc = sqlite3_exec (db, sql, NULL, NULL, &error);
+    if (rc != SQLITE_OK)
+        fail_msg ("%s: %s", sql, error? error: sqlite3_errstr (rc));
+    sqlite3_free (error);
 }

@@ -47,4 +47,9 @@ zactor_t *chat_test_start (zactor_fn *fn, chat_config_t *cfg);
 char *chat_test_tmpdir (void);
 void chat_test_rmdir (char **path_p);
 
+//  Run SQL on a SQLite connection; fail the test with SQLite's message if
+//  it does not succeed
+typedef struct sqlite3 sqlite3;
+void chat_test_sql (sqlite3 *db, const char *sql);
+
 #endif
