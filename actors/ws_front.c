@@ -59,6 +59,11 @@
 //  which the heap is trimmed once the queues have drained
 #define TRIM_AFTER_FRAMES 100000
 
+//  jemalloc's control call, when the chatd binary is linked with jemalloc
+//  (CMake option CHATD_JEMALLOC); a weak reference, so NULL otherwise
+extern int mallctl (const char *name, void *oldp, size_t *oldlenp,
+                    void *newp, size_t newlen) __attribute__ ((weak));
+
 //  A frame to write, shared by every connection it fans out to
 typedef struct {
     int refs;                           //  Queue entries pointing at it
@@ -186,11 +191,13 @@ static const lws_retry_bo_t s_no_lws_keepalive = { 0 };
 
 static const struct lws_protocols s_protocols [] = {
     //  One protocol serves HTTP, WebSocket, and the adopted ZeroMQ fds.
-    //  lws gives each connection a receive buffer of rx_buffer_size: 4 KiB
-    //  keeps an idle connection small (larger frames arrive in pieces and
-    //  are reassembled here); tx_packet_size lets a large frame go out in
-    //  one send
-    { "chatd", s_callback, sizeof (pss_t), 4096, 0, NULL, 65536 },
+    //  lws gives each connection a receive buffer of rx_buffer_size, plus
+    //  LWS_PRE bytes of headroom and 4 more: 4 KiB in all keeps an idle
+    //  connection small (larger frames arrive in pieces and are reassembled
+    //  here), and is one of the allocator's size classes exactly (4,116
+    //  bytes were a 5 KiB block under jemalloc). tx_packet_size lets a
+    //  large frame go out in one send
+    { "chatd", s_callback, sizeof (pss_t), 4096 - LWS_PRE - 4, 0, NULL, 65536 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -798,6 +805,20 @@ s_http_body_complete (self_t *self, pss_t *pss)
         s_http_dispatch (self, pss->req);
 }
 
+//  Give the pages of freed memory back to the system: every arena's
+//  unused pages under jemalloc ("arena.<MALLCTL_ARENAS_ALL>.purge"), the
+//  free space of glibc's heaps otherwise
+static void
+s_heap_release (void)
+{
+    if (mallctl) {
+        if (mallctl ("arena.4096.purge", NULL, NULL, NULL, 0) != 0)
+            zsys_warning ("ws-front: jemalloc would not purge its arenas");
+    }
+    else
+        malloc_trim (0);
+}
+
 //  Once a second: answer requests nobody answered in time, keep-alive
 static void
 s_tick (lws_sorted_usec_list_t *sul)
@@ -817,7 +838,7 @@ s_tick (lws_sorted_usec_list_t *sul)
     //  presence frames on every connection) the freed queue entries are
     //  scattered through the heap: give those pages back once drained
     if (self->queued_peak >= TRIM_AFTER_FRAMES && self->queued_frames < self->queued_peak / 16) {
-        malloc_trim (0);
+        s_heap_release ();
         self->queued_peak = self->queued_frames;
     }
     lws_sul_schedule (self->context, 0, &self->sul_tick, s_tick, LWS_US_PER_SEC);

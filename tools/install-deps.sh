@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
     build-essential cmake pkg-config
     libzmq3-dev libczmq-dev libwebsockets-dev libwebsockets-evlib-uv libuv1-dev libsqlite3-dev libpq-dev
-    libjansson-dev libinih-dev libsodium-dev
+    libjansson-dev libinih-dev libsodium-dev libjemalloc-dev
     libcmocka-dev python3-websockets postgresql-15 postgresql-client-15
     valgrind clang libclang-rt-14-dev sqlite3
 )
