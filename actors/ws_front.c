@@ -60,9 +60,12 @@
 #define TRIM_AFTER_FRAMES 100000
 
 //  jemalloc's control call, when the chatd binary is linked with jemalloc
-//  (CMake option CHATD_JEMALLOC); a weak reference, so NULL otherwise
+//  (CMake option CHATD_JEMALLOC); a weak reference, so NULL otherwise.
+//  Its "purge every arena" name, with jemalloc.h's MALLCTL_ARENAS_ALL
+//  (4096) spelled out, since chatcore does not include that header.
 extern int mallctl (const char *name, void *oldp, size_t *oldlenp,
                     void *newp, size_t newlen) __attribute__ ((weak));
+#define JEMALLOC_PURGE_ALL "arena.4096.purge"
 
 //  A frame to write, shared by every connection it fans out to
 typedef struct {
@@ -806,13 +809,12 @@ s_http_body_complete (self_t *self, pss_t *pss)
 }
 
 //  Give the pages of freed memory back to the system: every arena's
-//  unused pages under jemalloc ("arena.<MALLCTL_ARENAS_ALL>.purge"), the
-//  free space of glibc's heaps otherwise
+//  unused pages under jemalloc, the free space of glibc's heaps otherwise
 static void
 s_heap_release (void)
 {
     if (mallctl) {
-        if (mallctl ("arena.4096.purge", NULL, NULL, NULL, 0) != 0)
+        if (mallctl (JEMALLOC_PURGE_ALL, NULL, NULL, NULL, 0) != 0)
             zsys_warning ("ws-front: jemalloc would not purge its arenas");
     }
     else
