@@ -185,6 +185,34 @@ chat_json_lit (chat_json_t *json, const char *text)
     chat_json_raw (json, text, strlen (text));
 }
 
+//  Eight bytes at a time (exact: a word passes only if no byte matches)
+#define S_ONES      0x0101010101010101ULL
+#define S_HIGHS     0x8080808080808080ULL
+//  Some byte of word is zero
+#define S_HAS_ZERO(word)        (((word) - S_ONES) & ~(word) & S_HIGHS)
+//  Some byte of word is below n (n <= 128)
+#define S_HAS_LESS(word, n)     (((word) - S_ONES * (n)) & ~(word) & S_HIGHS)
+//  Some byte of word is c
+#define S_HAS_BYTE(word, c)     S_HAS_ZERO ((word) ^ (S_ONES * (c)))
+
+//  A byte that a JSON string holds as it is: not a quote, a backslash or
+//  a C0 control (bytes of UTF-8 sequences are copied unchanged)
+static inline bool
+s_json_plain (char byte)
+{
+    unsigned char c = (unsigned char) byte;
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
+//  Eight such bytes
+static inline bool
+s_json_plain8 (const char *bytes)
+{
+    uint64_t word;
+    memcpy (&word, bytes, sizeof word);
+    return !(S_HAS_LESS (word, 0x20) | S_HAS_BYTE (word, '"') | S_HAS_BYTE (word, '\\'));
+}
+
 void
 chat_json_string (chat_json_t *json, const char *text, size_t len)
 {
@@ -192,14 +220,25 @@ chat_json_string (chat_json_t *json, const char *text, size_t len)
     s_json_reserve (json, len * 6 + 2);
     char *out = json->data + json->len;
     *out++ = '"';
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char) text [i];
+    size_t i = 0;
+    while (i < len) {
+        //  A run of bytes that go out as they are, copied in one go
+        size_t run = i;
+        while (run + 8 <= len && s_json_plain8 (text + run))
+            run += 8;
+        while (run < len && s_json_plain (text [run]))
+            run++;
+        memcpy (out, text + i, run - i);
+        out += run - i;
+        if (run == len)
+            break;
+        unsigned char c = (unsigned char) text [run];
+        i = run + 1;
         if (c == '"' || c == '\\') {
             *out++ = '\\';
             *out++ = (char) c;
         }
-        else
-        if (c < 0x20) {
+        else {
             const char *short_ = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t" : NULL;
             if (short_) {
                 memcpy (out, short_, 2);
@@ -212,8 +251,6 @@ chat_json_string (chat_json_t *json, const char *text, size_t len)
                 out += 6;
             }
         }
-        else
-            *out++ = (char) c;
     }
     *out++ = '"';
     json->len = (size_t) (out - json->data);
@@ -410,6 +447,21 @@ chat_content_valid (const char *content, size_t len, size_t max_bytes)
     bool visible = false;
     size_t i = 0;
     while (i < len) {
+        //  Fast paths: printable ASCII (0x20..0x7E), eight bytes at a
+        //  time, then one; visible unless it is all spaces
+        uint64_t word;
+        if (i + 8 <= len
+        &&  (memcpy (&word, p + i, sizeof word),
+             !((word & S_HIGHS) | S_HAS_LESS (word, 0x20) | S_HAS_BYTE (word, 0x7F)))) {
+            visible |= word != S_ONES * ' ';
+            i += 8;
+            continue;
+        }
+        if (p [i] >= 0x20 && p [i] < 0x7F) {
+            visible |= p [i] != ' ';
+            i++;
+            continue;
+        }
         uint32_t code;
         size_t n = s_utf8_decode (p + i, len - i, &code);
         if (n == 0 || s_control (code))

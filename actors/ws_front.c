@@ -195,12 +195,16 @@ static const lws_retry_bo_t s_no_lws_keepalive = { 0 };
 static const struct lws_protocols s_protocols [] = {
     //  One protocol serves HTTP, WebSocket, and the adopted ZeroMQ fds.
     //  lws gives each connection a receive buffer of rx_buffer_size, plus
-    //  LWS_PRE bytes of headroom and 4 more: 4 KiB in all keeps an idle
-    //  connection small (larger frames arrive in pieces and are reassembled
-    //  here), and is one of the allocator's size classes exactly (4,116
-    //  bytes were a 5 KiB block under jemalloc). tx_packet_size lets a
-    //  large frame go out in one send
-    { "chatd", s_callback, sizeof (pss_t), 4096 - LWS_PRE - 4, 0, NULL, 65536 },
+    //  LWS_PRE bytes of headroom and 4 more, for as long as it is open,
+    //  and reads the socket at most that much at a time. 2 KiB in all
+    //  keeps an idle connection small and still takes a client's burst of
+    //  a dozen chat frames in one read (1 KiB cost 20 % of throughput at
+    //  8 messages in flight per user, docs/benchmarks.md). A larger frame
+    //  arrives in pieces, reassembled here in a buffer that lives only
+    //  until the message is complete. 2,048 bytes is one of the
+    //  allocator's size classes exactly. tx_packet_size lets a large
+    //  frame go out in one send
+    { "chatd", s_callback, sizeof (pss_t), 2048 - LWS_PRE - 4, 0, NULL, 65536 },
     { NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
@@ -1259,12 +1263,11 @@ s_ws_receive (self_t *self, struct lws *wsi, ws_conn_t *conn, const void *in, si
     conn->rx_len += len;
     if (complete) {
         s_ws_message (self, conn, conn->rx, conn->rx_len);
+        //  Given back at once: an idle connection holds no such buffer
+        free (conn->rx);
+        conn->rx = NULL;
         conn->rx_len = 0;
-        if (conn->rx_cap > 16384) {
-            free (conn->rx);
-            conn->rx = NULL;
-            conn->rx_cap = 0;
-        }
+        conn->rx_cap = 0;
     }
     return 0;
 }

@@ -485,6 +485,65 @@ test_content (void **state)
     assert_false (chat_content_valid ("\xc3\xa9", 2, 1));
 }
 
+//  The writer copies runs of plain bytes eight at a time: each byte that
+//  needs escaping, at each position of a 24-byte string, comes back
+//  exactly after a round trip through jansson
+static void
+test_json_string_every_position (void **state)
+{
+    (void) state;
+    static const char *special [] = {
+        "\"", "\\", "\n", "\r", "\t", "\x01", "\x1f", "\x7f", "\xc3\xa9", "\xf0\x9f\x98\x80"
+    };
+    chat_json_t json = { NULL, 0, 0 };
+    for (size_t k = 0; k < sizeof special / sizeof special [0]; k++)
+        for (size_t pos = 0; pos < 24; pos++) {
+            char text [32];
+            memset (text, 'a', sizeof text);
+            size_t n = strlen (special [k]);
+            memcpy (text + pos, special [k], n);
+            size_t len = 24 + n;
+            json.len = 0;
+            chat_json_string (&json, text, len);
+            json_error_t error;
+            json_t *back = json_loadb (json.data, json.len, JSON_DECODE_ANY, &error);
+            if (!back || !json_is_string (back) || json_string_length (back) != len
+            ||  memcmp (json_string_value (back), text, len) != 0)
+                fail_msg ("special %zu at %zu: %.*s", k, pos, (int) json.len, json.data);
+            json_decref (back);
+        }
+    chat_json_release (&json);
+}
+
+//  The content check reads printable ASCII eight bytes at a time: a
+//  forbidden byte is found at every position, and spaces alone are not
+//  content wherever the one visible character is
+static void
+test_content_every_position (void **state)
+{
+    (void) state;
+    static const unsigned char forbidden [] = { 0x00, 0x01, 0x0b, 0x1f, 0x7f, 0x80, 0xff };
+    char text [24];
+    for (size_t k = 0; k < sizeof forbidden; k++)
+        for (size_t pos = 0; pos < sizeof text; pos++) {
+            memset (text, 'a', sizeof text);
+            text [pos] = (char) forbidden [k];
+            if (chat_content_valid (text, sizeof text, 4096))
+                fail_msg ("accepted byte 0x%02x at %zu", forbidden [k], pos);
+        }
+    for (size_t pos = 0; pos < sizeof text; pos++) {
+        memset (text, ' ', sizeof text);
+        assert_false (chat_content_valid (text, sizeof text, 4096));
+        text [pos] = 'x';
+        assert_true (chat_content_valid (text, sizeof text, 4096));
+        text [pos] = '\t';
+        assert_false (chat_content_valid (text, sizeof text, 4096));
+        //  Tab, line feed and carriage return are allowed among text
+        text [(pos + 1) % sizeof text] = '~';
+        assert_true (chat_content_valid (text, sizeof text, 4096));
+    }
+}
+
 int
 main (void)
 {
@@ -499,6 +558,8 @@ main (void)
         cmocka_unit_test (test_password),
         cmocka_unit_test (test_utf8),
         cmocka_unit_test (test_content),
+        cmocka_unit_test (test_content_every_position),
+        cmocka_unit_test (test_json_string_every_position),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -1439,6 +1439,28 @@ class DefaultsTests (ServerCase):
             self.assertEqual ((f ["type"], f.get ("error")), ("message_failed", "invalid_content"), f)
 
     @atest ()
+    async def test_largest_message_arrives_whole (self):
+        #  Twice the server's 2 KiB receive buffer per connection, as raw
+        #  UTF-8: the frame is read in pieces. The client_id before the
+        #  content grows by a byte each time, so the cuts fall inside 2-,
+        #  3- and 4-byte characters; each message must come out whole
+        a, b = self.user (), self.user ()
+        wa, wb = await self.connect (a), await self.connect (b)
+        content = "é€😀a" * 409
+        self.assertEqual (len (content.encode ()), 4090)
+        for k in range (10):
+            cid = "big-" + "x" * k
+            await wa.send (json.dumps ({"type": "private_message", "client_id": cid,
+                                        "to_user_id": b.user_id, "content": content},
+                                       ensure_ascii=False))
+            ack = await wa.wait_answer (b.user_id, cid, 10.0)
+            self.assertEqual (ack ["type"], "message_delivered", ack)
+            f = await wb.expect ("private_message", message_id=ack ["message_id"])
+            check_message (f, content=content, from_user_id=a.user_id)
+        h = await wb.request ({"type": "load_history", "with_user_id": a.user_id})
+        self.assertEqual ([m ["content"] for m in h ["messages"]], [content] * 10, h)
+
+    @atest ()
     async def test_default_burst (self):
         a, b = self.user (), self.user ()
         wa = await self.connect (a)
