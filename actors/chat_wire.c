@@ -31,6 +31,33 @@ chat_now_ms (void)
 //  --------------------------------------------------------------------------
 //  Timestamps: "2026-11-25T17:00:00.123Z"
 
+//  The proleptic Gregorian date of a day counted from 1970-01-01 (Howard
+//  Hinnant's civil_from_days: eras of 400 years, March-based years)
+static void
+s_civil_from_days (int64_t days, int64_t *year, unsigned *month, unsigned *day)
+{
+    days += 719468;                     //  From 0000-03-01
+    int64_t era = (days >= 0? days: days - 146096) / 146097;
+    unsigned day_of_era = (unsigned) (days - era * 146097);
+    unsigned year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36524
+                            - day_of_era / 146096) / 365;
+    unsigned day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    unsigned march_month = (5 * day_of_year + 2) / 153;
+    *day = day_of_year - (153 * march_month + 2) / 5 + 1;
+    *month = march_month < 10? march_month + 3: march_month - 9;
+    *year = (int64_t) year_of_era + era * 400 + (*month <= 2);
+}
+
+//  value as exactly width decimal digits
+static void
+s_put_digits (char *out, unsigned value, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        out [i] = (char) ('0' + value % 10);
+        value /= 10;
+    }
+}
+
 void
 chat_timestamp_format (int64_t ms, char *buf, size_t size)
 {
@@ -43,15 +70,46 @@ chat_timestamp_format (int64_t ms, char *buf, size_t size)
         millis += 1000;
         seconds--;
     }
-    time_t when = (time_t) seconds;
-    struct tm tm;
-    if (!gmtime_r (&when, &tm)) {
-        buf [0] = 0;
+    int64_t days = seconds / 86400;
+    int64_t second_of_day = seconds % 86400;
+    if (second_of_day < 0) {
+        second_of_day += 86400;
+        days--;
+    }
+    int64_t year;
+    unsigned month, day;
+    s_civil_from_days (days, &year, &month, &day);
+    if (year < 0 || year > 9999 || size < sizeof "YYYY-MM-DDTHH:MM:SS.mmmZ") {
+        //  The rare case, as printf would have it
+        time_t when = (time_t) seconds;
+        struct tm tm;
+        if (!gmtime_r (&when, &tm)) {
+            buf [0] = 0;
+            return;
+        }
+        snprintf (buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+                  tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, (int) millis);
         return;
     }
-    snprintf (buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-              tm.tm_hour, tm.tm_min, tm.tm_sec, (int) millis);
+    //  Every message carries one: written digit by digit, not by snprintf
+    //  and gmtime_r (5 % of a history page's CPU)
+    unsigned hms = (unsigned) second_of_day;
+    s_put_digits (buf, (unsigned) year, 4);
+    buf [4] = '-';
+    s_put_digits (buf + 5, month, 2);
+    buf [7] = '-';
+    s_put_digits (buf + 8, day, 2);
+    buf [10] = 'T';
+    s_put_digits (buf + 11, hms / 3600, 2);
+    buf [13] = ':';
+    s_put_digits (buf + 14, hms / 60 % 60, 2);
+    buf [16] = ':';
+    s_put_digits (buf + 17, hms % 60, 2);
+    buf [19] = '.';
+    s_put_digits (buf + 20, (unsigned) millis, 3);
+    buf [23] = 'Z';
+    buf [24] = 0;
 }
 
 //  Read exactly `digits` decimal digits

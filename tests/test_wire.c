@@ -6,6 +6,7 @@
 
 #include "test_util.h"
 #include "chat_wire.h"
+#include <inttypes.h>
 #include <time.h>
 
 //  --------------------------------------------------------------------------
@@ -63,6 +64,55 @@ test_timestamp_format (void **state)
     memset (small, 'x', sizeof small);
     chat_timestamp_format (1795626000123LL, small, sizeof small);
     assert_string_equal (small, "2026-11-25");
+}
+
+//  The digit-by-digit formatter agrees with gmtime_r and snprintf on every
+//  kind of instant from year 0 to 9999: the first and last millisecond of
+//  each day across leap years and century rules, and pseudo-random ones
+static void
+s_assert_like_gmtime (int64_t ms)
+{
+    int64_t seconds = ms / 1000, millis = ms % 1000;
+    if (millis < 0) {
+        millis += 1000;
+        seconds--;
+    }
+    time_t when = (time_t) seconds;
+    struct tm tm;
+    assert_non_null (gmtime_r (&when, &tm));
+    char expected [64], got [64];
+    snprintf (expected, sizeof expected, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+              tm.tm_hour, tm.tm_min, tm.tm_sec, (int) millis);
+    chat_timestamp_format (ms, got, sizeof got);
+    if (strcmp (expected, got) != 0)
+        fail_msg ("%" PRId64 ": %s, not %s", ms, got, expected);
+}
+
+static void
+test_timestamp_like_gmtime (void **state)
+{
+    (void) state;
+    const int64_t first = -62167219200000LL;        //  0000-01-01T00:00:00.000Z
+    const int64_t last = 253402300799999LL;         //  9999-12-31T23:59:59.999Z
+    const int64_t day = 86400000LL;
+    //  Both ends of every day of 1896-1904 (no 29 February in 1900),
+    //  1996-2004 (one in 2000) and 2096-2104
+    static const int64_t starts [] = { -2335219200000LL, 820454400000LL, 3976214400000LL };
+    for (size_t k = 0; k < sizeof starts / sizeof starts [0]; k++)
+        for (int64_t ms = starts [k]; ms < starts [k] + 9 * 366 * day; ms += day) {
+            s_assert_like_gmtime (ms);
+            s_assert_like_gmtime (ms - 1);
+        }
+    s_assert_like_gmtime (first);
+    s_assert_like_gmtime (last);
+    uint64_t x = 88172645463325252ULL;               //  xorshift64
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s_assert_like_gmtime (first + (int64_t) (x % (uint64_t) (last - first + 1)));
+    }
 }
 
 static void
@@ -550,6 +600,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_now_ms),
         cmocka_unit_test (test_timestamp_format),
+        cmocka_unit_test (test_timestamp_like_gmtime),
         cmocka_unit_test (test_timestamp_round_trip),
         cmocka_unit_test (test_timestamp_parse_malformed),
         cmocka_unit_test (test_message_json),
