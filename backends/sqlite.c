@@ -36,7 +36,8 @@
     With the defaults (2 MB page cache, checkpoint every 1000 pages) a
     150-message batch also re-read pages with pread and checkpointed almost
     every commit, copying the same hot leaves into the database file again
-    and again. Now: 64 MiB cache, 256 MiB mmap, checkpoint every 16384
+    and again. Now: 64 MiB cache, 256 MiB mmap (since raised to the whole
+    file, for history, below), checkpoint every 16384
     pages (64 MiB of WAL; by a thread of its own, off the commit path,
     sqlite_checkpoint.c), WAL cut back to 96 MiB. Measured with the real
     server and chat-bench (200 users, window 4, 8 s, synchronous = FULL,
@@ -63,6 +64,24 @@
     conversations is
     the user's rows, with a probe for each last message and a count of
     what is above the read marker; mark_read reads and moves one marker.
+
+    What a history page costs from disk. The table is in id order, in
+    which conversations are interleaved: a page of 50 messages joins to
+    about 50 table pages. Read by pread, each is one random read when it
+    is not in memory (10,000,000 messages, page cache dropped: p99 2.7-4.0
+    ms a page). Read through the memory map, a miss is a page fault, and
+    the kernel reads the file around it (the device's read_ahead_kb):
+    one fault brings the neighbouring pages, which hold the same
+    conversation's next messages. So the map covers the whole file (up to
+    2 GiB, SQLite's limit in this build; past that pread again): p99 0.5-0.8
+    ms from a cold start with the benchmark VM's 8 MiB read-ahead, 1.7 ms
+    with 128 KiB, the same throughput (docs/benchmarks.md, ninth session).
+    A pair index that carries the whole message, so that a page is read
+    from a few index leaves, was measured too: 0.5-0.6 ms cold whatever the
+    read-ahead, but 20 % fewer messages a second (larger entries, a leaf
+    split every 25 messages of a conversation), so it was not kept. The
+    mapped pages count in VmRSS: they are the kernel's page cache of the
+    file, shared and given back under memory pressure, not chatd's heap.
     =========================================================================
 */
 
@@ -80,7 +99,10 @@
 
 //  Write path tuning, per handle (see the measurements above)
 #define S_CACHE_SIZE            "-65536"        //  KiB: 64 MiB of page cache
-#define S_MMAP_SIZE             "268435456"     //  256 MiB memory map
+#define S_MMAP_SIZE             "2147418112"    //  Memory map: the whole file, up
+                                                //  to SQLite's own limit
+                                                //  (SQLITE_MAX_MMAP_SIZE, this
+                                                //  in Debian's build; see below)
 #define S_WAL_CHECKPOINT        16384           //  Pages: 64 MiB of WAL
 #define S_JOURNAL_SIZE_LIMIT    "100663296"     //  WAL kept at most 96 MiB: the
                                                 //  threshold and the commits made

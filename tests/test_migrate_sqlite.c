@@ -7,9 +7,9 @@
     with the SQLite backend, which applies migration 2 (the conversations
     table replaces the per-user indexes and is_read), and checks through
     the backend what a user sees: conversations with their order, last
-    messages and unread counts, history read flags, sync, mark_read and a
-    new message after the upgrade. Then that the old indexes and column
-    are gone.
+    messages and unread counts, history with every field of its messages
+    and their read flags, sync, mark_read and a new message after the
+    upgrade. Then that the old indexes and column are gone.
     =========================================================================
 */
 
@@ -75,6 +75,10 @@ typedef struct {
     bool is_read [16];
     int64_t partner [16];
     int64_t unread [16];
+    int64_t from [16];                  //  Messages: sender
+    int64_t created_ms [16];            //  Messages: time
+    char content [16][16];              //  Messages: content
+    char client_id [16][16];            //  Messages: client_id, "" if none
 } s_seen_t;
 
 static void
@@ -84,6 +88,13 @@ s_on_message (const chat_message_t *message, void *ctx)
     assert_true (seen->count < 16);
     seen->id [seen->count] = message->id;
     seen->is_read [seen->count] = message->is_read;
+    seen->from [seen->count] = message->from_user_id;
+    seen->created_ms [seen->count] = message->created_ms;
+    assert_true (message->content_len < sizeof seen->content [0]);
+    memcpy (seen->content [seen->count], message->content, message->content_len);
+    seen->content [seen->count][message->content_len] = 0;
+    snprintf (seen->client_id [seen->count], sizeof seen->client_id [0], "%s",
+              message->client_id? message->client_id: "");
     seen->count++;
 }
 
@@ -154,18 +165,42 @@ test_migration_2 (void **state)
     assert_int_equal (seen.partner [0], 1);
     assert_int_equal (seen.unread [0], 1);
 
-    //  History between ann and ben keeps each message's read flag
+    //  History between ann and ben keeps each message, with its read flag
     memset (&seen, 0, sizeof seen);
     bool more = true;
     assert_int_equal (ops->history (db, 2, 1, 0, 50, s_on_message, &seen, &more), CHAT_DB_OK);
     assert_false (more);
     int64_t pair [] = { 1, 2, 3, 5, 7 };
     bool pair_read [] = { true, false, true, false, false };
+    int64_t pair_from [] = { 1, 2, 1, 2, 1 };
+    const char *pair_content [] = { "a>b 1", "b>a 2", "a>b 3", "b>a 5", "a>b 7" };
+    const char *pair_client [] = { "c1", "", "c3", "", "" };
+    int64_t pair_ms [] = { 1000, 1001, 1002, 1004, 1006 };
     assert_int_equal (seen.count, 5);
     for (int i = 0; i < 5; i++) {
         assert_int_equal (seen.id [i], pair [i]);
         assert_int_equal (seen.is_read [i], pair_read [i]);
+        assert_int_equal (seen.from [i], pair_from [i]);
+        assert_string_equal (seen.content [i], pair_content [i]);
+        assert_string_equal (seen.client_id [i], pair_client [i]);
+        assert_int_equal (seen.created_ms [i], pair_ms [i]);
     }
+    //  A page below a before_id, and ann's notes to herself, each once
+    memset (&seen, 0, sizeof seen);
+    assert_int_equal (ops->history (db, 1, 2, 5, 2, s_on_message, &seen, &more), CHAT_DB_OK);
+    assert_true (more);
+    assert_int_equal (seen.count, 2);
+    assert_int_equal (seen.id [0], 2);
+    assert_int_equal (seen.id [1], 3);
+    memset (&seen, 0, sizeof seen);
+    assert_int_equal (ops->history (db, 1, 1, 0, 50, s_on_message, &seen, &more), CHAT_DB_OK);
+    assert_false (more);
+    assert_int_equal (seen.count, 2);
+    assert_int_equal (seen.id [0], 6);
+    assert_string_equal (seen.content [0], "a>a 6");
+    assert_true (seen.is_read [0]);
+    assert_int_equal (seen.id [1], 8);
+    assert_false (seen.is_read [1]);
     //  Sync sees every message of ann's, once, with its flag
     memset (&seen, 0, sizeof seen);
     assert_int_equal (ops->sync (db, 1, 0, 50, s_on_message, &seen, &more), CHAT_DB_OK);
@@ -219,6 +254,8 @@ test_migration_2 (void **state)
         "SELECT count (*) FROM pragma_table_info ('private_messages') WHERE name = 'is_read'"), 0);
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT max (version) FROM schema_migrations"), 2);
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT count (*) FROM schema_migrations"), 2);
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT count (*) FROM conversations"), 5);
     chat_test_rmdir (&dir);
