@@ -77,9 +77,10 @@
     ms from a cold start with the benchmark VM's 8 MiB read-ahead, 1.7 ms
     with 128 KiB, the same throughput (docs/benchmarks.md, ninth session).
     A pair index that carries the whole message, so that a page is read
-    from a few index leaves, was measured too: 0.5-0.6 ms cold whatever the
-    read-ahead, but 20 % fewer messages a second (larger entries, a leaf
-    split every 25 messages of a conversation), so it was not kept. The
+    from a few index leaves, was measured too: 0.5-0.6 ms cold (with the
+    8 MiB read-ahead; reading a few leaves, it depends little on it), but
+    20 % fewer messages a second (larger entries, a leaf split every 25
+    messages of a conversation), so it was not kept. The
     mapped pages count in VmRSS: they are the kernel's page cache of the
     file, shared and given back under memory pressure, not chatd's heap.
     =========================================================================
