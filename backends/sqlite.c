@@ -72,8 +72,8 @@
     ms a page). Read through the memory map, a miss is a page fault, and
     the kernel reads the file around it (the device's read_ahead_kb):
     one fault brings the neighbouring pages, which hold the same
-    conversation's next messages. So the map covers the whole file (up to
-    2 GiB, SQLite's limit in this build; past that pread again): p99 0.5-0.8
+    conversation's next messages. So the map covers the whole file, up to
+    SQLite's own limit (2 GiB in Debian's build; past it pread again): p99 0.5-0.8
     ms from a cold start with the benchmark VM's 8 MiB read-ahead, 1.7 ms
     with 128 KiB, the same throughput (docs/benchmarks.md, ninth session).
     A pair index that carries the whole message, so that a page is read
@@ -100,10 +100,12 @@
 
 //  Write path tuning, per handle (see the measurements above)
 #define S_CACHE_SIZE            "-65536"        //  KiB: 64 MiB of page cache
-#define S_MMAP_SIZE             "2147418112"    //  Memory map: the whole file, up
-                                                //  to SQLite's own limit
-                                                //  (SQLITE_MAX_MMAP_SIZE, this
-                                                //  in Debian's build; see below)
+#define S_MMAP_SIZE             "1099511627776" //  Memory map: the whole file (1
+                                                //  TiB asked; SQLite cuts it to
+                                                //  its SQLITE_MAX_MMAP_SIZE,
+                                                //  2,147,418,112 in Debian's
+                                                //  build; see "What a history
+                                                //  page costs" above)
 #define S_WAL_CHECKPOINT        16384           //  Pages: 64 MiB of WAL
 #define S_JOURNAL_SIZE_LIMIT    "100663296"     //  WAL kept at most 96 MiB: the
                                                 //  threshold and the commits made
