@@ -155,7 +155,19 @@ void
 chat_msg_release (chat_msg_t *m)
 {
     free (m->buf);
+    if (m->has_body)
+        zmq_msg_close (&m->body);
     chat_msg_init (m);
+}
+
+//  Drop the body frame the fields of the previous message pointed into
+static void
+s_drop_body (chat_msg_t *m)
+{
+    if (m->has_body) {
+        zmq_msg_close (&m->body);
+        m->has_body = false;
+    }
 }
 
 //  Parse a decimal uint64; the whole text must be digits
@@ -177,50 +189,49 @@ s_parse_u64 (const char *text, size_t len, uint64_t *value)
     return 0;
 }
 
-//  Decode a message given as its parts: part 0 is the command
-static int
-s_decode_parts (const void **data, const size_t *size, int count, chat_msg_t *m)
+//  Look the command frame up; logs an unknown one
+static chat_cmd_t
+s_decode_command (const void *data, size_t size)
 {
-    m->cmd = CHAT_CMD_COUNT;
-    m->nfields = 0;
-    if (count < 1)
-        return -1;
-    chat_cmd_t cmd = chat_cmd_lookup ((const char *) data [0], size [0]);
-    if (cmd == CHAT_CMD_COUNT) {
-        zsys_warning ("chat_msg: unknown command '%.*s'", (int) size [0], (const char *) data [0]);
-        return -1;
-    }
+    chat_cmd_t cmd = chat_cmd_lookup ((const char *) data, size);
+    if (cmd == CHAT_CMD_COUNT)
+        zsys_warning ("chat_msg: unknown command '%.*s'", (int) size, (const char *) data);
+    return cmd;
+}
+
+//  Decode a body in place: the fields point into it, so it must outlive
+//  them. Each field is a 4-byte little-endian length, the bytes, a NUL.
+static int
+s_decode_body (chat_cmd_t cmd, const char *body, size_t size, chat_msg_t *m)
+{
     const char *picture = s_commands [cmd].picture;
     int nfields = (int) strlen (picture);
-    if (count != nfields + 1) {
-        zsys_warning ("chat_msg: %s has %d fields, expected %d", s_commands [cmd].name, count - 1, nfields);
-        return -1;
-    }
-    //  One buffer holds every field, each NUL-terminated
-    size_t total = 0;
-    for (int i = 1; i < count; i++)
-        total += size [i] + 1;
-    if (total > m->cap) {
-        char *buf = (char *) realloc (m->buf, total);
-        if (!buf)
-            return -1;
-        m->buf = buf;
-        m->cap = total;
-    }
-    char *cursor = m->buf;
+    size_t offset = 0;
     for (int index = 0; index < nfields; index++) {
-        size_t len = size [index + 1];
-        if (len)
-            memcpy (cursor, data [index + 1], len);
-        cursor [len] = 0;
-        m->s [index] = cursor;
+        if (size - offset < 5) {
+            zsys_warning ("chat_msg: %s has %d fields, expected %d", s_commands [cmd].name, index, nfields);
+            return -1;
+        }
+        const unsigned char *prefix = (const unsigned char *) body + offset;
+        size_t len = (size_t) prefix [0] | (size_t) prefix [1] << 8
+                   | (size_t) prefix [2] << 16 | (size_t) prefix [3] << 24;
+        offset += 4;
+        if (len > size - offset - 1 || body [offset + len] != 0) {
+            zsys_warning ("chat_msg: %s field %d is cut short", s_commands [cmd].name, index + 1);
+            return -1;
+        }
+        m->s [index] = body + offset;
         m->len [index] = len;
         m->u [index] = 0;
-        if (picture [index] == 'u' && s_parse_u64 (cursor, len, &m->u [index]) != 0) {
+        if (picture [index] == 'u' && s_parse_u64 (body + offset, len, &m->u [index]) != 0) {
             zsys_warning ("chat_msg: %s field %d is not a number", s_commands [cmd].name, index + 1);
             return -1;
         }
-        cursor += len + 1;
+        offset += len + 1;
+    }
+    if (offset != size) {
+        zsys_warning ("chat_msg: %s has bytes after its %d fields", s_commands [cmd].name, nfields);
+        return -1;
     }
     m->cmd = cmd;
     m->nfields = nfields;
@@ -228,23 +239,64 @@ s_decode_parts (const void **data, const size_t *size, int count, chat_msg_t *m)
 }
 
 int
+chat_msg_body_count (const void *body, size_t size)
+{
+    const unsigned char *bytes = (const unsigned char *) body;
+    size_t offset = 0;
+    int count = 0;
+    while (offset < size) {
+        if (size - offset < 5)
+            return -1;
+        size_t len = (size_t) bytes [offset] | (size_t) bytes [offset + 1] << 8
+                   | (size_t) bytes [offset + 2] << 16 | (size_t) bytes [offset + 3] << 24;
+        offset += 4;
+        if (len > size - offset - 1 || bytes [offset + len] != 0)
+            return -1;
+        offset += len + 1;
+        count++;
+    }
+    return count;
+}
+
+int
+chat_msg_decode_parts (const void *command, size_t command_size,
+                       const void *body, size_t body_size, chat_msg_t *m)
+{
+    assert (m);
+    s_drop_body (m);
+    m->cmd = CHAT_CMD_COUNT;
+    m->nfields = 0;
+    chat_cmd_t cmd = s_decode_command (command, command_size);
+    if (cmd == CHAT_CMD_COUNT)
+        return -1;
+    if (body_size > m->cap) {
+        char *buf = (char *) realloc (m->buf, body_size);
+        if (!buf)
+            return -1;
+        m->buf = buf;
+        m->cap = body_size;
+    }
+    if (body_size)
+        memcpy (m->buf, body, body_size);
+    return s_decode_body (cmd, m->buf, body_size, m);
+}
+
+int
 chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
 {
     assert (msg);
     assert (m);
-    const void *data [CHAT_MAX_FIELDS + 1];
-    size_t size [CHAT_MAX_FIELDS + 1];
-    int count = 0;
-    for (zframe_t *frame = zmsg_first (msg); frame; frame = zmsg_next (msg), count++) {
-        if (count > CHAT_MAX_FIELDS) {
-            m->cmd = CHAT_CMD_COUNT;
-            zsys_warning ("chat_msg: message with too many frames");
-            return -1;
-        }
-        data [count] = zframe_data (frame);
-        size [count] = zframe_size (frame);
+    if (zmsg_size (msg) != 2) {
+        s_drop_body (m);
+        m->cmd = CHAT_CMD_COUNT;
+        m->nfields = 0;
+        zsys_warning ("chat_msg: message of %zu frames, expected 2", zmsg_size (msg));
+        return -1;
     }
-    return s_decode_parts (data, size, count, m);
+    zframe_t *command = zmsg_first (msg);
+    zframe_t *body = zmsg_next (msg);
+    return chat_msg_decode_parts (zframe_data (command), zframe_size (command),
+                                  zframe_data (body), zframe_size (body), m);
 }
 
 int
@@ -252,44 +304,46 @@ chat_msg_recv (zsock_t *sock, chat_msg_t *m, bool nowait)
 {
     assert (sock);
     assert (m);
-    //  Parts are received in place and decoded without building a zmsg
-    zmq_msg_t parts [CHAT_MAX_FIELDS + 1];
-    const void *data [CHAT_MAX_FIELDS + 1];
-    size_t size [CHAT_MAX_FIELDS + 1];
+    s_drop_body (m);
+    m->cmd = CHAT_CMD_COUNT;
+    m->nfields = 0;
+    //  The command is received into command, the body into m->body, where
+    //  the fields are decoded in place; any further frame is read and dropped
     void *handle = zsock_resolve (sock);
-    int count = 0, received = 0, rc = 0;
-    //  Read every part, so a message is consumed whole even when malformed
+    zmq_msg_t command;
+    zmq_msg_init (&command);
+    int received = 0, rc = 0;
     while (true) {
         zmq_msg_t scratch;
-        zmq_msg_t *part = count <= CHAT_MAX_FIELDS ? &parts [count] : &scratch;
-        zmq_msg_init (part);
+        zmq_msg_t *part = received == 0 ? &command
+                        : received == 1 ? &m->body : &scratch;
+        if (part != &command)
+            zmq_msg_init (part);
         if (zmq_msg_recv (part, handle, nowait && received == 0 ? ZMQ_DONTWAIT : 0) == -1) {
-            zmq_msg_close (part);
             rc = (zmq_errno () == EAGAIN && received == 0) ? 1 : -1;
+            if (part != &command)
+                zmq_msg_close (part);
             break;
         }
+        if (part == &m->body)
+            m->has_body = true;
         received++;
         bool more = zmq_msg_more (part);
         if (part == &scratch)
             zmq_msg_close (part);
-        else
-            count++;
         if (!more)
             break;
     }
-    if (rc == 0 && received > CHAT_MAX_FIELDS + 1) {
-        zsys_warning ("chat_msg: message with too many frames");
+    if (rc == 0 && received != 2) {
+        zsys_warning ("chat_msg: message of %d frames, expected 2", received);
         rc = -1;
     }
     if (rc == 0) {
-        for (int i = 0; i < count; i++) {
-            data [i] = zmq_msg_data (&parts [i]);
-            size [i] = zmq_msg_size (&parts [i]);
-        }
-        rc = s_decode_parts (data, size, count, m);
+        chat_cmd_t cmd = s_decode_command (zmq_msg_data (&command), zmq_msg_size (&command));
+        rc = cmd == CHAT_CMD_COUNT ? -1
+           : s_decode_body (cmd, (const char *) zmq_msg_data (&m->body), zmq_msg_size (&m->body), m);
     }
-    for (int i = 0; i < count; i++)
-        zmq_msg_close (&parts [i]);
+    zmq_msg_close (&command);
     return rc;
 }
 
@@ -357,83 +411,163 @@ s_send_part (void *handle, const void *data, size_t size, bool more)
     return zmq_send (handle, data, size, (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) == -1 ? -1 : 0;
 }
 
-//  Encode the fields into a vector of (data, size) pairs; numbers are
-//  rendered into numbuf. with_lengths: string args carry a size_t length.
+//  The fields of a message to encode, as (data, size) pairs; numbers are
+//  rendered into numbuf
 typedef struct {
-    const void *data [CHAT_MAX_FIELDS + 1];
-    size_t size [CHAT_MAX_FIELDS + 1];
+    const void *data [CHAT_MAX_FIELDS];
+    size_t size [CHAT_MAX_FIELDS];
     char numbuf [CHAT_MAX_FIELDS][24];
     int count;
-} s_parts_t;
+} s_fields_t;
 
+//  Collect the arguments of a command. with_lengths: string args carry a
+//  size_t length.
 static void
-s_encode (s_parts_t *parts, chat_cmd_t cmd, bool with_lengths, va_list args)
+s_collect (s_fields_t *fields, chat_cmd_t cmd, bool with_lengths, va_list args)
 {
     const char *picture = s_commands [cmd].picture;
-    parts->data [0] = s_commands [cmd].name;
-    parts->size [0] = strlen (s_commands [cmd].name);
-    int index = 1;
+    int index = 0;
     for (const char *p = picture; *p; p++, index++) {
         if (*p == 'u') {
             uint64_t value = va_arg (args, uint64_t);
-            char *end = parts->numbuf [index - 1] + sizeof parts->numbuf [0];
+            char *end = fields->numbuf [index] + sizeof fields->numbuf [0];
             char *first = chat_u64_digits (value, end);
-            parts->data [index] = first;
-            parts->size [index] = (size_t) (end - first);
+            fields->data [index] = first;
+            fields->size [index] = (size_t) (end - first);
         }
         else {
             const char *text = va_arg (args, const char *);
             size_t len = with_lengths ? va_arg (args, size_t) : (text ? strlen (text) : 0);
-            parts->data [index] = text ? text : "";
-            parts->size [index] = text ? len : 0;
+            fields->data [index] = text ? text : "";
+            fields->size [index] = text ? len : 0;
         }
     }
-    parts->count = index;
+    fields->count = index;
 }
 
+//  Build the body frame of the fields (see the header for its layout)
 static int
-s_send_parts (void *handle, s_parts_t *parts)
+s_encode_body (zmq_msg_t *body, const void *const *data, const size_t *size, int count)
 {
-    for (int i = 0; i < parts->count; i++)
-        if (s_send_part (handle, parts->data [i], parts->size [i], i < parts->count - 1) != 0)
+    size_t total = 0;
+    for (int i = 0; i < count; i++) {
+        if (size [i] > UINT32_MAX)
             return -1;
+        total += 4 + size [i] + 1;
+    }
+    if (zmq_msg_init_size (body, total) != 0)
+        return -1;
+    unsigned char *cursor = (unsigned char *) zmq_msg_data (body);
+    for (int i = 0; i < count; i++) {
+        uint32_t len = (uint32_t) size [i];
+        cursor [0] = (unsigned char) len;
+        cursor [1] = (unsigned char) (len >> 8);
+        cursor [2] = (unsigned char) (len >> 16);
+        cursor [3] = (unsigned char) (len >> 24);
+        if (len)
+            memcpy (cursor + 4, data [i], len);
+        cursor [4 + len] = 0;
+        cursor += 4 + len + 1;
+    }
     return 0;
+}
+
+zframe_t *
+chat_msg_body (const char *const *fields, int count)
+{
+    assert (count >= 0 && count <= CHAT_MAX_FIELDS + 1);
+    const void *data [CHAT_MAX_FIELDS + 1];
+    size_t size [CHAT_MAX_FIELDS + 1];
+    for (int i = 0; i < count; i++) {
+        data [i] = fields [i];
+        size [i] = strlen (fields [i]);
+    }
+    zmq_msg_t body;
+    if (s_encode_body (&body, data, size, count) != 0)
+        return NULL;
+    zframe_t *frame = zframe_new (zmq_msg_data (&body), zmq_msg_size (&body));
+    zmq_msg_close (&body);
+    return frame;
 }
 
 static int s_flush_held (chat_outbox_t *self);
 
-//  Queue a message's frames in a held outbox; flushes first when the queue
-//  is full, so that a long burst still reaches the peer in pieces
+//  Queue a message's two frames in a held outbox; the body is moved in.
+//  Flushes first when the queue is full, so that a long burst still
+//  reaches the peer in pieces.
 static int
-s_hold_parts (chat_outbox_t *self, void *handle, s_parts_t *parts)
+s_hold (chat_outbox_t *self, void *handle, chat_cmd_t cmd, zmq_msg_t *body)
 {
     if (self->nmessages >= CHAT_OUTBOX_HOLD_MAX)
         s_flush_held (self);
-    if (self->nparts + (size_t) parts->count > self->cap) {
+    if (self->nparts + 2 > self->cap) {
         size_t cap = self->cap? self->cap * 2: 256;
-        while (cap < self->nparts + (size_t) parts->count)
-            cap *= 2;
         s_held_part_t *grown = (s_held_part_t *) realloc (self->parts, cap * sizeof *grown);
         if (!grown)
             return -1;
         self->parts = grown;
         self->cap = cap;
     }
-    for (int i = 0; i < parts->count; i++) {
-        s_held_part_t *held = &self->parts [self->nparts + (size_t) i];
-        if (zmq_msg_init_size (&held->part, parts->size [i]) != 0) {
-            while (i-- > 0)
-                zmq_msg_close (&self->parts [self->nparts + (size_t) i].part);
-            return -1;
-        }
-        if (parts->size [i])
-            memcpy (zmq_msg_data (&held->part), parts->data [i], parts->size [i]);
-        held->handle = handle;
-        held->more = i < parts->count - 1;
-    }
-    self->nparts += (size_t) parts->count;
+    const char *name = s_commands [cmd].name;
+    size_t name_len = strlen (name);
+    s_held_part_t *command = &self->parts [self->nparts];
+    if (zmq_msg_init_size (&command->part, name_len) != 0)
+        return -1;
+    memcpy (zmq_msg_data (&command->part), name, name_len);
+    command->handle = handle;
+    command->more = true;
+    s_held_part_t *held = &self->parts [self->nparts + 1];
+    zmq_msg_init (&held->part);
+    zmq_msg_move (&held->part, body);
+    held->handle = handle;
+    held->more = false;
+    self->nparts += 2;
     self->nmessages++;
     return 0;
+}
+
+//  Publish a copy of the message on the tap: sender, receiver, command, body
+static void
+s_tap (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, zmq_msg_t *body)
+{
+    const char *from = chat_actor_name (self->self_actor);
+    const char *dest = chat_actor_name (to);
+    const char *name = s_commands [cmd].name;
+    void *tap = zsock_resolve (self->tap);
+    zmq_msg_t copy;
+    zmq_msg_init (&copy);
+    zmq_msg_copy (&copy, body);
+    if (s_send_part (tap, from, strlen (from), true) != 0
+    ||  s_send_part (tap, dest, strlen (dest), true) != 0
+    ||  s_send_part (tap, name, strlen (name), true) != 0
+    ||  zmq_msg_send (&copy, tap, ZMQ_DONTWAIT) == -1)
+        zmq_msg_close (&copy);
+}
+
+//  Send, or queue when held, a command with its body (which is consumed)
+static int
+s_send_body (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, zmq_msg_t *body)
+{
+    zsock_t *sock = chat_outbox_socket (self, to);
+    int rc = -1;
+    if (!sock)
+        goto done;
+    if (self->tap)
+        s_tap (self, to, cmd, body);
+    void *handle = zsock_resolve (sock);
+    const char *name = s_commands [cmd].name;
+    if (self->held)
+        rc = s_hold (self, handle, cmd, body);
+    else
+    if (s_send_part (handle, name, strlen (name), true) == 0
+    &&  zmq_msg_send (body, handle, ZMQ_DONTWAIT) != -1)
+        rc = 0;
+done:
+    zmq_msg_close (body);
+    if (rc != 0)
+        zsys_error ("%s: cannot send %s to %s: %s", chat_actor_name (self->self_actor),
+                    s_commands [cmd].name, chat_actor_name (to), zmq_strerror (zmq_errno ()));
+    return rc;
 }
 
 static int
@@ -441,25 +575,14 @@ s_vsend (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, bool with_lengths
 {
     assert (self);
     assert (cmd < CHAT_CMD_COUNT);
-    zsock_t *sock = chat_outbox_socket (self, to);
-    if (!sock)
+    s_fields_t fields;
+    s_collect (&fields, cmd, with_lengths, args);
+    zmq_msg_t body;
+    if (s_encode_body (&body, fields.data, fields.size, fields.count) != 0) {
+        zsys_error ("%s: cannot encode %s", chat_actor_name (self->self_actor), s_commands [cmd].name);
         return -1;
-    s_parts_t parts;
-    s_encode (&parts, cmd, with_lengths, args);
-    if (self->tap) {
-        const char *from = chat_actor_name (self->self_actor);
-        const char *dest = chat_actor_name (to);
-        void *tap = zsock_resolve (self->tap);
-        if (s_send_part (tap, from, strlen (from), true) == 0
-        &&  s_send_part (tap, dest, strlen (dest), true) == 0)
-            s_send_parts (tap, &parts);
     }
-    int rc = self->held? s_hold_parts (self, zsock_resolve (sock), &parts)
-                       : s_send_parts (zsock_resolve (sock), &parts);
-    if (rc != 0)
-        zsys_error ("%s: cannot send %s to %s: %s", chat_actor_name (self->self_actor),
-                    s_commands [cmd].name, chat_actor_name (to), zmq_strerror (zmq_errno ()));
-    return rc;
+    return s_send_body (self, to, cmd, &body);
 }
 
 int
@@ -480,6 +603,22 @@ chat_sendn (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, ...)
     int rc = s_vsend (self, to, cmd, true, args);
     va_end (args);
     return rc;
+}
+
+int
+chat_forward (chat_outbox_t *self, chat_actor_t to, chat_msg_t *m)
+{
+    assert (self);
+    assert (m);
+    assert (m->cmd < CHAT_CMD_COUNT);
+    assert (m->has_body);
+    zmq_msg_t body;
+    zmq_msg_init (&body);
+    if (zmq_msg_copy (&body, &m->body) != 0) {
+        zmq_msg_close (&body);
+        return -1;
+    }
+    return s_send_body (self, to, m->cmd, &body);
 }
 
 

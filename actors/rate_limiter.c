@@ -328,9 +328,7 @@ s_handle_private_message (self_t *self, chat_msg_t *m)
                                         self->cfg.rate_limit_burst, &admitted, &wait_ms);
     if (admitted) {
         bucket->streak = 0;
-        chat_sendn (self->outbox, CHAT_ACTOR_PERSISTENCE, CHAT_CMD_PRIVATE_MESSAGE,
-                    m->u [0], m->u [1], m->s [2], m->len [2], m->u [3],
-                    m->s [4], m->len [4], m->s [5], m->len [5]);
+        chat_forward (self->outbox, CHAT_ACTOR_PERSISTENCE, m);
         return;
     }
     const char *text = "too many messages; retry later";

@@ -343,13 +343,19 @@ test_sendn (void **state)
     //  chat_msg_decode on a zmsg the caller keeps
     zmsg_t *msg = zmsg_new ();
     zmsg_addstr (msg, "user_online");
-    zmsg_addstr (msg, "5");
-    zmsg_addstr (msg, "bob");
+    zmsg_append (msg, &(zframe_t *) { chat_msg_body ((const char *[]) { "5", "bob" }, 2) });
     assert_int_equal (chat_msg_decode (msg, &m), 0);
     assert_int_equal (m.cmd, CHAT_CMD_USER_ONLINE);
     assert_int_equal (m.u [0], 5);
     assert_string_equal (m.s [1], "bob");
-    assert_int_equal (zmsg_size (msg), 3);
+    assert_int_equal (zmsg_size (msg), 2);
+    //  ... and a zmsg of one frame a field, as chatd once sent, is refused
+    zmsg_t *old = zmsg_new ();
+    zmsg_addstr (old, "user_online");
+    zmsg_addstr (old, "5");
+    zmsg_addstr (old, "bob");
+    assert_int_equal (chat_msg_decode (old, &m), -1);
+    zmsg_destroy (&old);
     zmsg_destroy (&msg);
 
     chat_msg_release (&m);
@@ -359,19 +365,97 @@ test_sendn (void **state)
 
 
 //  --------------------------------------------------------------------------
+//  chat_forward passes every command on as received, held or not, and the
+//  forwarded message stays readable where it was received
+
+static void
+test_forward (void **state)
+{
+    (void) state;
+    zsock_t *middle = chat_inbox_new (CHAT_ACTOR_RATE_LIMITER);
+    zsock_t *last = chat_inbox_new (CHAT_ACTOR_PERSISTENCE);
+    assert_non_null (middle);
+    assert_non_null (last);
+    chat_outbox_t *first_out = chat_outbox_new (CHAT_ACTOR_WS_FRONT, NULL);
+    chat_outbox_t *middle_out = chat_outbox_new (CHAT_ACTOR_RATE_LIMITER, NULL);
+    chat_msg_t m, forwarded;
+    chat_msg_init (&m);
+    chat_msg_init (&forwarded);
+
+    for (int held = 0; held < 2; held++)
+        for (int i = 0; i < CHAT_CMD_COUNT; i++) {
+            chat_cmd_t cmd = (chat_cmd_t) i;
+            assert_int_equal (s_send_sample (first_out, CHAT_ACTOR_RATE_LIMITER, cmd), 0);
+            assert_int_equal (s_recv (middle, &m), 0);
+            if (held)
+                chat_outbox_hold (middle_out);
+            assert_int_equal (chat_forward (middle_out, CHAT_ACTOR_PERSISTENCE, &m), 0);
+            if (held) {
+                assert_int_equal (chat_msg_recv (last, &forwarded, true), 1);
+                assert_int_equal (chat_outbox_flush (middle_out), 0);
+            }
+            assert_int_equal (s_recv (last, &forwarded), 0);
+            s_check_sample (&forwarded, cmd);
+            s_check_sample (&m, cmd);
+        }
+
+    chat_msg_release (&m);
+    chat_msg_release (&forwarded);
+    chat_outbox_destroy (&first_out);
+    chat_outbox_destroy (&middle_out);
+    zsock_destroy (&middle);
+    zsock_destroy (&last);
+}
+
+
+//  --------------------------------------------------------------------------
 //  Malformed messages are refused, whole, and the next one is read
 
-//  Push a raw message of the given frames (NULL-terminated)
+//  Push a raw message: a command frame and a body of the given fields
+//  (NULL-terminated)
 static void
-s_push_raw (zsock_t *push, ...)
+s_push_raw (zsock_t *push, const char *command, ...)
+{
+    const char *fields [CHAT_MAX_FIELDS + 1];
+    int count = 0;
+    va_list args;
+    va_start (args, command);
+    for (const char *field = va_arg (args, const char *); field; field = va_arg (args, const char *))
+        fields [count++] = field;
+    va_end (args);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, command);
+    zframe_t *body = chat_msg_body (fields, count);
+    assert_non_null (body);
+    zmsg_append (msg, &body);
+    assert_int_equal (zmsg_send (&msg, push), 0);
+}
+
+//  Push a message of a command frame and a body given as raw bytes
+static void
+s_push_bytes (zsock_t *push, const char *command, const void *body, size_t size)
 {
     zmsg_t *msg = zmsg_new ();
-    va_list args;
-    va_start (args, push);
-    for (const char *frame = va_arg (args, const char *); frame; frame = va_arg (args, const char *))
-        zmsg_addstr (msg, frame);
-    va_end (args);
+    zmsg_addstr (msg, command);
+    zmsg_addmem (msg, body, size);
     assert_int_equal (zmsg_send (&msg, push), 0);
+}
+
+//  The good message behind a bad one is read next, whole
+static void
+s_expect_good_after_bad (zsock_t *inbox, chat_outbox_t *outbox, chat_msg_t *m,
+                         uint64_t marker, const char *why)
+{
+    assert_int_equal (chat_send (outbox, CHAT_ACTOR_PRESENCE, CHAT_CMD_LEAVE,
+                                 marker, (uint64_t) 77, "carol"), 0);
+    if (s_recv (inbox, m) != -1)
+        fail_msg ("accepted: %s", why);
+    assert_int_equal (chat_msg_recv (inbox, m, true), 0);
+    assert_int_equal (m->cmd, CHAT_CMD_LEAVE);
+    assert_int_equal (m->u [0], marker);
+    assert_int_equal (m->u [1], 77);
+    assert_string_equal (m->s [2], "carol");
+    assert_int_equal (chat_msg_recv (inbox, m, true), 1);
 }
 
 static void
@@ -403,23 +487,48 @@ test_malformed (void **state)
         { { "", "1", "2", "bob", NULL }, "empty command" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
-        zmsg_t *msg = zmsg_new ();
-        for (int j = 0; bad [i].frames [j]; j++)
-            zmsg_addstr (msg, bad [i].frames [j]);
-        assert_int_equal (zmsg_send (&msg, push), 0);
-        //  A good message right behind it
-        assert_int_equal (chat_send (outbox, CHAT_ACTOR_PRESENCE, CHAT_CMD_LEAVE,
-                                     (uint64_t) i + 1, (uint64_t) 77, "carol"), 0);
-        if (s_recv (inbox, &m) != -1)
-            fail_msg ("accepted: %s", bad [i].why);
-        //  The bad message was consumed whole: the next read is the good one
-        assert_int_equal (chat_msg_recv (inbox, &m, true), 0);
-        assert_int_equal (m.cmd, CHAT_CMD_LEAVE);
-        assert_int_equal (m.u [0], i + 1);
-        assert_int_equal (m.u [1], 77);
-        assert_string_equal (m.s [2], "carol");
-        assert_int_equal (chat_msg_recv (inbox, &m, true), 1);
+        const char *const *f = bad [i].frames;
+        s_push_raw (push, f [0], f [1], f [2], f [3], f [4], f [5], NULL);
+        s_expect_good_after_bad (inbox, outbox, &m, i + 1, bad [i].why);
     }
+    //  Bodies that are not whole fields: the length runs past the end, the
+    //  NUL is missing, bytes follow the last field, a length is cut
+    struct { const char *body; size_t size; const char *why; } bodies [] = {
+        { "\x01\0\0\0" "1\0" "\x01\0\0\0" "2\0" "\x09\0\0\0" "bob\0", 21, "length past the end" },
+        { "\x01\0\0\0" "1\0" "\x01\0\0\0" "2\0" "\x03\0\0\0" "bobX", 20, "no NUL" },
+        { "\x01\0\0\0" "1\0" "\x01\0\0\0" "2\0" "\x03\0\0\0" "bob\0" "?", 21, "trailing byte" },
+        { "\x01\0\0\0" "1\0" "\x01\0\0\0" "2\0" "\x03\0", 14, "cut length" },
+        { "\xff\xff\xff\xff" "1\0", 6, "huge length" },
+        { "", 0, "empty body" },
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies [0]; i++) {
+        s_push_bytes (push, "join", bodies [i].body, bodies [i].size);
+        s_expect_good_after_bad (inbox, outbox, &m, 100 + i, bodies [i].why);
+    }
+    //  ... while the same bytes done right decode
+    s_push_bytes (push, "join", "\x01\0\0\0" "1\0" "\x01\0\0\0" "2\0" "\x03\0\0\0" "bob\0", 20);
+    assert_int_equal (s_recv (inbox, &m), 0);
+    assert_int_equal (m.u [0], 1);
+    assert_int_equal (m.u [1], 2);
+    assert_string_equal (m.s [2], "bob");
+
+    //  One frame a field, a lone command frame, and a third frame are refused
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addstr (msg, "join");
+    zmsg_addstr (msg, "1");
+    zmsg_addstr (msg, "2");
+    zmsg_addstr (msg, "bob");
+    assert_int_equal (zmsg_send (&msg, push), 0);
+    s_expect_good_after_bad (inbox, outbox, &m, 200, "one frame a field");
+    zstr_send (push, "join");
+    s_expect_good_after_bad (inbox, outbox, &m, 201, "no body frame");
+    msg = zmsg_new ();
+    zmsg_addstr (msg, "join");
+    zmsg_append (msg, &(zframe_t *) { chat_msg_body ((const char *[]) { "1", "2", "bob" }, 3) });
+    zmsg_addstr (msg, "extra");
+    assert_int_equal (zmsg_send (&msg, push), 0);
+    s_expect_good_after_bad (inbox, outbox, &m, 202, "a frame after the body");
+
     //  The largest number is fine, leading zeros too
     s_push_raw (push, "join", "18446744073709551615", "007", "bob", NULL);
     assert_int_equal (s_recv (inbox, &m), 0);
@@ -573,8 +682,8 @@ test_tap (void **state)
         assert_int_equal (s_send_sample (tapped, CHAT_ACTOR_HUB, cmd), 0);
         msg = s_tap_recv (sub, 2000);
         assert_non_null (msg);
-        const char *picture = chat_cmd_picture (cmd);
-        assert_int_equal (zmsg_size (msg), strlen (picture) + 3);
+        //  sender, receiver, command, body
+        assert_int_equal (zmsg_size (msg), 4);
         char *from = zmsg_popstr (msg);
         char *to = zmsg_popstr (msg);
         assert_string_equal (from, "ws-front");
@@ -618,6 +727,7 @@ main (void)
         cmocka_unit_test_teardown (test_round_trip, s_teardown),
         cmocka_unit_test_teardown (test_hold, s_teardown),
         cmocka_unit_test_teardown (test_sendn, s_teardown),
+        cmocka_unit_test_teardown (test_forward, s_teardown),
         cmocka_unit_test_teardown (test_malformed, s_teardown),
         cmocka_unit_test_teardown (test_ids_next, s_teardown),
         cmocka_unit_test_teardown (test_actor_started, s_teardown),

@@ -149,9 +149,18 @@ s_format (tap_t *self, zmsg_t *msg, const chat_tap_options_t *options)
     return self->line;
 }
 
-//  Build a raw tapped message from NUL-terminated frames (NULL ends)
+//  Format *msg_p into line (any size), destroy it, return the line
+static const char *
+s_line (zmsg_t **msg_p, const chat_tap_options_t *options, char *line, size_t size)
+{
+    chat_tap_format (*msg_p, options, T_MS, line, size);
+    zmsg_destroy (msg_p);
+    return line;
+}
+
+//  Build a message of one frame a NUL-terminated string (NULL ends)
 static zmsg_t *
-s_raw (const char *frame, ...)
+s_frames (const char *frame, ...)
 {
     zmsg_t *msg = zmsg_new ();
     va_list args;
@@ -159,6 +168,30 @@ s_raw (const char *frame, ...)
     for (; frame; frame = va_arg (args, const char *))
         zmsg_addstr (msg, frame);
     va_end (args);
+    return msg;
+}
+
+//  Build a raw tapped message from NUL-terminated strings (NULL ends): the
+//  sender, the receiver, the command, and the fields that make its body.
+//  Fewer than three strings make that many frames and no body.
+static zmsg_t *
+s_raw (const char *frame, ...)
+{
+    const char *strings [3 + CHAT_MAX_FIELDS + 1];
+    int count = 0;
+    va_list args;
+    va_start (args, frame);
+    for (; frame; frame = va_arg (args, const char *))
+        strings [count++] = frame;
+    va_end (args);
+    zmsg_t *msg = zmsg_new ();
+    for (int i = 0; i < count && i < 3; i++)
+        zmsg_addstr (msg, strings [i]);
+    if (count >= 3) {
+        zframe_t *body = chat_msg_body (strings + 3, count - 3);
+        assert_non_null (body);
+        zmsg_append (msg, &body);
+    }
     return msg;
 }
 
@@ -215,7 +248,7 @@ test_every_command (void **state)
         chat_cmd_t cmd = (chat_cmd_t) i;
         assert_int_equal (s_send_sample (tap->outbox, CHAT_ACTOR_HUB, cmd), 0);
         zmsg_t *msg = s_tap_recv (tap, cmd);
-        assert_int_equal (zmsg_size (msg), 3 + strlen (chat_cmd_picture (cmd)));
+        assert_int_equal (zmsg_size (msg), 4);
 
         s_expected (expected, sizeof expected, "ws-front", "hub", cmd, false);
         assert_string_equal (s_format (tap, msg, &hidden), expected);
@@ -377,30 +410,43 @@ test_malformed (void **state)
     char line [512];
 
     zmsg_t *msg = s_raw ("auth", "hub", "frobnicate", "a", "hunter2", NULL);
-    chat_tap_format (msg, &options, T_MS, line, sizeof line);
-    assert_string_equal (line, T_TEXT " auth > hub ?frobnicate frames=2");
-    zmsg_destroy (&msg);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " auth > hub ?frobnicate frames=1");
 
     msg = s_raw ("auth", "hub", "bad\ncommand", NULL);
-    chat_tap_format (msg, &options, T_MS, line, sizeof line);
-    assert_string_equal (line, T_TEXT " auth > hub ?\"bad\\ncommand\" frames=0");
-    zmsg_destroy (&msg);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " auth > hub ?\"bad\\ncommand\" frames=1");
 
     //  A known command with too few fields: nothing shown, the secret included
     msg = s_raw ("ws-front", "auth", "register", "1", "hunter2", NULL);
-    chat_tap_format (msg, &options, T_MS, line, sizeof line);
-    assert_string_equal (line, T_TEXT " ws-front > auth register !fields=2 expected=3");
-    zmsg_destroy (&msg);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " ws-front > auth register !fields=2 expected=3");
 
     msg = s_raw ("ws-front", "auth", NULL);
-    chat_tap_format (msg, &options, T_MS, line, sizeof line);
-    assert_string_equal (line, T_TEXT " !malformed frames=2");
-    zmsg_destroy (&msg);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " !malformed frames=2");
+
+    //  A known command sent as one frame a field, or with no body
+    msg = s_frames ("ws-front", "auth", "logout", "4", "hunter2", NULL);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " ws-front > auth logout !frames=3 expected=2");
+    msg = s_frames ("ws-front", "auth", "logout", NULL);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " ws-front > auth logout !frames=1 expected=2");
+
+    //  A body cut inside a field, and a number field that is not a number:
+    //  nothing of it shown
+    msg = s_frames ("ws-front", "auth", "register", NULL);
+    zmsg_addmem (msg, "\x01\0\0\0" "1\0" "\x07\0\0\0" "hunt", 14);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " ws-front > auth register !malformed body of 14 bytes");
+    msg = s_raw ("ws-front", "auth", "register", "one", "alice", "hunter2", NULL);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " ws-front > auth register !malformed body of 30 bytes");
 
     msg = s_raw ("ws\x01" "front", "my auth", "logout", "4", "ab12", NULL);
-    chat_tap_format (msg, &options, T_MS, line, sizeof line);
-    assert_string_equal (line, T_TEXT " \"ws\\x01front\" > \"my auth\" logout req_id=4 token_hash=ab12");
-    zmsg_destroy (&msg);
+    assert_string_equal (s_line (&msg, &options, line, sizeof line),
+                         T_TEXT " \"ws\\x01front\" > \"my auth\" logout req_id=4 token_hash=ab12");
 }
 
 //  snprintf semantics: a short buffer gets a cut, terminated line and the

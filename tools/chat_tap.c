@@ -24,9 +24,15 @@
     Other shapes:
         ?name frames=N          an unknown command; N = frames after the
                                 command frame (fields are not shown)
+        name !frames=N expected=2
+                                a known command not sent as command + body
         name !fields=N expected=M
-                                a known command with the wrong number of
-                                fields (not shown: secrets cannot be told apart)
+                                a known command whose body holds the wrong
+                                number of fields (not shown: secrets cannot
+                                be told apart)
+        name !malformed body of N bytes
+                                a body cut inside a field, or a number field
+                                that is not a number
         !malformed frames=N     fewer than three frames in all
 
     Owns the SUB socket and nothing else; talks to the tap proxy only.
@@ -322,13 +328,12 @@ chat_tap_format (zmsg_t *msg, const chat_tap_options_t *options, int64_t now_ms,
     assert (options);
     assert (buf || size == 0);
 
-    //  The frames by position (only the first 3 + CHAT_MAX_FIELDS are needed)
+    //  The frames by position: sender, receiver, command, body
     size_t nframes = zmsg_size (msg);
-    zframe_t *frames [3 + CHAT_MAX_FIELDS] = { NULL };
-    size_t i = 0;
-    for (zframe_t *frame = zmsg_first (msg); frame && i < 3 + CHAT_MAX_FIELDS; frame = zmsg_next (msg))
-        frames [i++] = frame;
-    zframe_t *from = frames [0], *to = frames [1], *command = frames [2];
+    zframe_t *from = zmsg_first (msg);
+    zframe_t *to = zmsg_next (msg);
+    zframe_t *command = zmsg_next (msg);
+    zframe_t *body = zmsg_next (msg);
 
     //  Decide whether the message passes the filters
     chat_cmd_t cmd = command
@@ -340,6 +345,8 @@ chat_tap_format (zmsg_t *msg, const chat_tap_options_t *options, int64_t now_ms,
         return -1;
 
     s_out_t out = { buf, size, 0 };
+    chat_msg_t m;
+    chat_msg_init (&m);
 
     //  Local time with milliseconds
     time_t seconds = (time_t) (now_ms / 1000);
@@ -357,29 +364,37 @@ chat_tap_format (zmsg_t *msg, const chat_tap_options_t *options, int64_t now_ms,
     s_put_frame (&out, to);
     s_put (&out, " ", 1);
 
-    size_t nfields = nframes - 3;
     if (cmd == CHAT_CMD_COUNT) {
         s_put (&out, "?", 1);
         s_put_frame (&out, command);
-        s_putf (&out, " frames=%zu", nfields);
+        s_putf (&out, " frames=%zu", nframes - 3);
         goto done;
     }
     s_puts (&out, chat_cmd_name (cmd));
-    const char *picture = chat_cmd_picture (cmd);
-    if (nfields != strlen (picture)) {
-        s_putf (&out, " !fields=%zu expected=%zu", nfields, strlen (picture));
+    if (nframes != 4) {
+        s_putf (&out, " !frames=%zu expected=2", nframes - 2);
+        goto done;
+    }
+    if (chat_msg_decode_parts (zframe_data (command), zframe_size (command),
+                               zframe_data (body), zframe_size (body), &m) != 0) {
+        int count = chat_msg_body_count (zframe_data (body), zframe_size (body));
+        size_t expected = strlen (chat_cmd_picture (cmd));
+        if (count >= 0 && (size_t) count != expected)
+            s_putf (&out, " !fields=%d expected=%zu", count, expected);
+        else
+            s_putf (&out, " !malformed body of %zu bytes", zframe_size (body));
         goto done;
     }
     //  Field names: the space-separated list, walked alongside the picture
+    const char *picture = chat_cmd_picture (cmd);
     const char *name = chat_cmd_fields (cmd);
-    for (size_t index = 0; index < nfields; index++) {
+    for (int index = 0; index < m.nfields; index++) {
         while (*name == ' ')
             name++;
         size_t name_len = strcspn (name, " ");
         char type = picture [index];
-        zframe_t *frame = frames [3 + index];
-        const char *data = (const char *) zframe_data (frame);
-        size_t len = zframe_size (frame);
+        const char *data = m.s [index];
+        size_t len = m.len [index];
 
         s_put (&out, " ", 1);
         s_put (&out, name, name_len);
@@ -398,6 +413,7 @@ chat_tap_format (zmsg_t *msg, const chat_tap_options_t *options, int64_t now_ms,
     }
 
 done:
+    chat_msg_release (&m);
     if (size > 0)
         buf [out.len < size ? out.len : size - 1] = 0;
     return out.len > INT_MAX ? INT_MAX : (int) out.len;
