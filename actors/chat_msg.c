@@ -694,40 +694,133 @@ chat_actor_started (zactor_t *actor, char *error, size_t size)
 //  --------------------------------------------------------------------------
 //  Serving
 
+static int s_watch_again (zloop_t *loop, int timer_id, void *arg);
+
+//  Drain a watched socket; when it stopped early, come back before sleeping
+static int
+s_watch_run (chat_watch_t *watch)
+{
+    int rc = watch->drain (watch->self);
+    if (rc == 1 && watch->again == -1)
+        watch->again = zloop_timer (watch->loop, 0, 1, s_watch_again, watch);
+    return rc == -1 ? -1 : 0;
+}
+
+static int
+s_watch_again (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    chat_watch_t *watch = (chat_watch_t *) arg;
+    watch->again = -1;                  //  One-shot: zloop dropped it
+    return s_watch_run (watch);
+}
+
+static int
+s_watch_ready (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    (void) item;
+    return s_watch_run ((chat_watch_t *) arg);
+}
+
+int
+chat_zloop_watch (zloop_t *loop, zsock_t *sock, chat_watch_t *watch,
+                  chat_drain_fn *drain, void *self)
+{
+    assert (loop);
+    assert (sock);
+    assert (watch);
+    assert (drain);
+    watch->loop = loop;
+    watch->drain = drain;
+    watch->self = self;
+    zmq_pollitem_t item = { NULL, zsock_fd (sock), ZMQ_POLLIN, 0 };
+    if (zloop_poller (loop, &item, s_watch_ready, watch) != 0)
+        return -1;
+    //  What came before the loop started may have raised no edge
+    watch->again = zloop_timer (loop, 0, 1, s_watch_again, watch);
+    return watch->again == -1 ? -1 : 0;
+}
+
+int
+chat_inbox_drain (zsock_t *inbox, chat_msg_t *msg, chat_outbox_t *outbox, int max,
+                  chat_handler_fn *handler, void *self)
+{
+    assert (inbox);
+    assert (msg);
+    assert (handler);
+    int rc = 1;
+    if (outbox)
+        chat_outbox_hold (outbox);
+    for (int count = 0; count < max && rc == 1; count++) {
+        int received = chat_msg_recv (inbox, msg, true);
+        if (received == 0)
+            handler (self, msg);
+        else
+        if (received == 1)
+            rc = 0;                     //  Nothing more waiting
+        else
+        if (zmq_errno () == ETERM)
+            rc = -1;                    //  Else malformed: logged, dropped
+    }
+    if (outbox)
+        chat_outbox_flush (outbox);
+    return rc;
+}
+
+//  What chat_actor_serve's loop holds
+typedef struct {
+    zsock_t *pipe;                      //  The actor's pipe
+    zsock_t *inbox;                     //  Its inbox
+    chat_msg_t *msg;                    //  Where messages are received
+    chat_outbox_t *outbox;              //  Held while a batch is handled, or NULL
+    chat_handler_fn *handler;           //  Called for each message
+    void *self;                         //  handler's argument
+} s_serve_t;
+
+//  Read what waits on the pipe: only $TERM is expected
+static int
+s_serve_pipe (void *arg)
+{
+    s_serve_t *serve = (s_serve_t *) arg;
+    while (zsock_events (serve->pipe) & ZMQ_POLLIN) {
+        char *command = zstr_recv (serve->pipe);
+        bool terminated = !command || streq (command, "$TERM");
+        zstr_free (&command);
+        if (terminated)
+            return -1;
+    }
+    return 0;
+}
+
+#define CHAT_SERVE_BATCH 1000           //  Most messages handled per wake-up
+static int
+s_serve_inbox (void *arg)
+{
+    s_serve_t *serve = (s_serve_t *) arg;
+    return chat_inbox_drain (serve->inbox, serve->msg, serve->outbox, CHAT_SERVE_BATCH,
+                             serve->handler, serve->self);
+}
+
 void
 chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
                   chat_outbox_t *outbox, chat_handler_fn *handler, void *self)
 {
-    zpoller_t *poller = zpoller_new (pipe, inbox, NULL);
-    assert (poller);
-    zpoller_set_nonstop (poller, true);
-    bool terminated = false;
-    while (!terminated) {
-        void *which = zpoller_wait (poller, -1);
-        if (which == pipe) {
-            char *command = zstr_recv (pipe);
-            terminated = !command || streq (command, "$TERM");
-            zstr_free (&command);
-        }
-        else
-        if (which == inbox) {
-            if (outbox)
-                chat_outbox_hold (outbox);
-            for (int count = 0; count < 1000; count++) {
-                int rc = chat_msg_recv (inbox, msg, true);
-                if (rc == 1)
-                    break;              //  Nothing more waiting
-                if (rc == 0)
-                    handler (self, msg);
-            }
-            if (outbox)
-                chat_outbox_flush (outbox);
-        }
-        else
-        if (zmq_errno () == ETERM)
-            break;                      //  Context terminated
+    s_serve_t serve = { pipe, inbox, msg, outbox, handler, self };
+    chat_watch_t pipe_watch, inbox_watch;
+    zloop_t *loop = zloop_new ();
+    assert (loop);
+    zloop_set_nonstop (loop, true);     //  Signals do not stop us: chatd.c does
+    if (chat_zloop_watch (loop, pipe, &pipe_watch, s_serve_pipe, &serve) == 0
+    &&  chat_zloop_watch (loop, inbox, &inbox_watch, s_serve_inbox, &serve) == 0) {
+        //  0: a signal interrupted the poll; -1: $TERM, or the context is gone
+        while (zloop_start (loop) == 0)
+            ;
     }
-    zpoller_destroy (&poller);
+    else
+        zsys_error ("chat_actor_serve: cannot watch the sockets");
+    zloop_destroy (&loop);
 }
 
 

@@ -78,6 +78,10 @@ typedef struct {
     const chat_backend_ops_t *ops;      //  The storage backend
     chat_backend_t *db;                 //  Our handle on it
     zloop_t *loop;                      //  Reactor: pipe, inbox, timers
+    chat_watch_t pipe_watch;            //  The pipe in loop
+    chat_watch_t inbox_watch;           //  The inbox in loop
+    bool inbox_empty;                   //  The last s_drain ended on an empty inbox
+    bool context_gone;                  //  A receive failed with ETERM
     s_slot_t *batch;                    //  cfg.storage_batch_max slots
     chat_message_t *messages;           //  The batch as the backend takes it
     int *results;                       //  Each message's result from the backend
@@ -550,14 +554,19 @@ s_drain (self_t *self)
 {
     size_t received = 0;
     size_t others = 0;                  //  Commands other than private_message
+    self->inbox_empty = false;
     while (others < S_DRAIN_MAX) {
         s_slot_t *slot = &self->batch [self->pending];
         int rc = chat_msg_recv (self->inbox, &slot->msg, true);
-        if (rc == 1)
+        if (rc == 1) {
+            self->inbox_empty = true;
             break;                      //  Nothing more waiting
+        }
         if (rc != 0) {
-            if (zmq_errno () == ETERM)
+            if (zmq_errno () == ETERM) {
+                self->context_gone = true;
                 break;                  //  Context terminated
+            }
             others++;
             continue;                   //  Malformed: logged and dropped
         }
@@ -578,29 +587,32 @@ s_drain (self_t *self)
     return received;
 }
 
+//  The inbox may hold messages (chat_zloop_watch): returns 1 if some may
+//  still wait, 0 once it is empty, -1 if the context was terminated
 static int
-s_inbox_ready (zloop_t *loop, zsock_t *reader, void *arg)
+s_inbox_ready (void *arg)
 {
-    (void) loop;
-    (void) reader;
-    s_drain ((self_t *) arg);
-    return 0;
+    self_t *self = (self_t *) arg;
+    s_drain (self);
+    return self->context_gone? -1: self->inbox_empty? 0: 1;
 }
 
+//  The pipe may hold commands: $TERM, or STATUS (send storage_status now)
 static int
-s_pipe_ready (zloop_t *loop, zsock_t *reader, void *arg)
+s_pipe_ready (void *arg)
 {
-    (void) loop;
     self_t *self = (self_t *) arg;
-    char *command = zstr_recv (reader);
-    if (!command || streq (command, "$TERM"))
-        self->terminated = true;
-    else
-    if (streq (command, "STATUS"))
-        s_send_status (self);
-    else
-        zsys_warning ("persistence: unexpected pipe command %s", command);
-    zstr_free (&command);
+    while (!self->terminated && (zsock_events (self->pipe) & ZMQ_POLLIN)) {
+        char *command = zstr_recv (self->pipe);
+        if (!command || streq (command, "$TERM"))
+            self->terminated = true;
+        else
+        if (streq (command, "STATUS"))
+            s_send_status (self);
+        else
+            zsys_warning ("persistence: unexpected pipe command %s", command);
+        zstr_free (&command);
+    }
     return self->terminated? -1: 0;
 }
 
@@ -621,10 +633,14 @@ chat_persistence_actor (zsock_t *pipe, void *config)
         s_self_destroy (&self);
         return;
     }
+    if (chat_zloop_watch (self->loop, pipe, &self->pipe_watch, s_pipe_ready, self) != 0
+    ||  chat_zloop_watch (self->loop, self->inbox, &self->inbox_watch, s_inbox_ready, self) != 0) {
+        chat_actor_report (pipe, "persistence: cannot watch its sockets");
+        s_self_destroy (&self);
+        return;
+    }
     chat_actor_report (pipe, NULL);
 
-    zloop_reader (self->loop, pipe, s_pipe_ready, self);
-    zloop_reader (self->loop, self->inbox, s_inbox_ready, self);
     zloop_timer (self->loop, S_STATUS_INTERVAL_MS, 0, s_status_timer, self);
     s_send_status (self);
 
@@ -632,7 +648,7 @@ chat_persistence_actor (zsock_t *pipe, void *config)
     //  0 when a signal interrupts the poll, so start it again
     while (!self->terminated) {
         zloop_start (self->loop);
-        if (zmq_errno () == ETERM)
+        if (self->context_gone || zmq_errno () == ETERM)
             break;                      //  Context terminated
     }
     //  Store and commit what is already waiting before we go

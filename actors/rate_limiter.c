@@ -20,7 +20,8 @@
                    receives login_result
 
     Each wake-up drains what is waiting (up to RL_DRAIN_MAX) with the
-    outbox held, so what it admits from a burst goes on as one burst.
+    outbox held, so what it admits from a burst goes on as one burst. An
+    admitted private_message is forwarded as it came (chat_forward).
     Time is the monotonic clock (zclock_usecs), never the wall clock.
     =========================================================================
 */
@@ -77,6 +78,8 @@ struct _self_t {
     zsock_t *inbox;                     //  PULL at inproc://chatd-rate-limiter
     chat_outbox_t *outbox;              //  PUSH to ws-front, persistence, hub and auth
     zloop_t *loop;                      //  Reactor: pipe, inbox, timers
+    chat_watch_t pipe_watch;            //  The pipe in loop
+    chat_watch_t inbox_watch;           //  The inbox in loop
     chat_msg_t msg;                     //  Last message received on inbox
     zhashx_t *messages;                 //  user_id -> s_bucket_t for private messages
     zhashx_t *typing;                   //  user_id -> s_bucket_t for typing events
@@ -470,8 +473,9 @@ s_handle_login_result (self_t *self, chat_msg_t *m)
 //  held: the messages admitted from one burst go on to persistence as one
 //  burst, and it wakes once for them
 static void
-s_handle (self_t *self, chat_msg_t *m)
+s_handle (void *arg, chat_msg_t *m)
 {
+    self_t *self = (self_t *) arg;
     switch (m->cmd) {
         case CHAT_CMD_PRIVATE_MESSAGE: s_handle_private_message (self, m); break;
         case CHAT_CMD_TYPING:          s_handle_typing (self, m);          break;
@@ -482,40 +486,27 @@ s_handle (self_t *self, chat_msg_t *m)
     }
 }
 
+//  The inbox may hold messages (chat_zloop_watch)
 static int
-s_on_inbox (zloop_t *loop, zsock_t *reader, void *arg)
+s_on_inbox (void *arg)
 {
-    (void) loop;
     self_t *self = (self_t *) arg;
-    chat_outbox_hold (self->outbox);
-    for (int count = 0; count < RL_DRAIN_MAX; count++) {
-        int rc = chat_msg_recv (reader, &self->msg, true);
-        if (rc == 1)
-            break;                      //  Nothing more waiting
-        if (rc == 0)
-            s_handle (self, &self->msg);
-        else
-        if (zmq_errno () == ETERM)
-            break;                      //  Context terminated
-                                        //  Else malformed: logged, dropped
-    }
-    chat_outbox_flush (self->outbox);
-    return 0;
+    return chat_inbox_drain (self->inbox, &self->msg, self->outbox, RL_DRAIN_MAX, s_handle, self);
 }
 
+//  The pipe may hold commands: only $TERM is expected
 static int
-s_on_pipe (zloop_t *loop, zsock_t *reader, void *arg)
+s_on_pipe (void *arg)
 {
-    (void) loop;
     self_t *self = (self_t *) arg;
-    zmsg_t *request = zmsg_recv (reader);
-    char *command = request? zmsg_popstr (request): NULL;
-    if (!command || streq (command, "$TERM"))
-        self->terminated = true;
-    else
-        zsys_warning ("rate-limiter: unknown pipe command '%s'", command);
-    zstr_free (&command);
-    zmsg_destroy (&request);
+    while (!self->terminated && (zsock_events (self->pipe) & ZMQ_POLLIN)) {
+        char *command = zstr_recv (self->pipe);
+        if (!command || streq (command, "$TERM"))
+            self->terminated = true;
+        else
+            zsys_warning ("rate-limiter: unknown pipe command '%s'", command);
+        zstr_free (&command);
+    }
     return self->terminated? -1: 0;
 }
 
@@ -554,8 +545,12 @@ chat_rate_limiter_actor (zsock_t *pipe, void *config)
     self->loop = zloop_new ();
     assert (self->loop);
     zloop_set_nonstop (self->loop, true);   //  chatd.c decides when we stop
-    zloop_reader (self->loop, pipe, s_on_pipe, self);
-    zloop_reader (self->loop, self->inbox, s_on_inbox, self);
+    if (chat_zloop_watch (self->loop, pipe, &self->pipe_watch, s_on_pipe, self) != 0
+    ||  chat_zloop_watch (self->loop, self->inbox, &self->inbox_watch, s_on_inbox, self) != 0) {
+        chat_actor_report (pipe, "rate-limiter: cannot watch its sockets");
+        s_self_destroy (&self);
+        return;
+    }
     zloop_timer (self->loop, RL_SWEEP_MS, 0, s_on_sweep, self);
     chat_actor_report (pipe, NULL);
     //  A signal interrupts the poll (returns 0, EINTR): carry on until $TERM

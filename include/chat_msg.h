@@ -230,10 +230,37 @@ int chat_actor_started (zactor_t *actor, char *error, size_t size);
 //  the inbox, drain the inbox in bounded batches (so $TERM is never
 //  starved), call handler for each message with outbox held (if not NULL)
 //  and flush it after each batch; return on $TERM. Signals do not stop it:
-//  chatd.c orders the shutdown.
+//  chatd.c orders the shutdown. It is a zloop with both sockets watched by
+//  chat_zloop_watch (below).
 typedef void (chat_handler_fn) (void *self, chat_msg_t *msg);
 void chat_actor_serve (zsock_t *pipe, zsock_t *inbox, chat_msg_t *msg,
                        chat_outbox_t *outbox, chat_handler_fn *handler, void *self);
+
+//  Receive and handle up to max messages from inbox, with outbox (if not
+//  NULL) held and flushed after them. Returns 0 once a receive found the
+//  inbox empty, 1 if messages may still wait, -1 if the context was
+//  terminated. Malformed messages are logged and dropped.
+int chat_inbox_drain (zsock_t *inbox, chat_msg_t *msg, chat_outbox_t *outbox, int max,
+                      chat_handler_fn *handler, void *self);
+
+//  --- Serving in a zloop ----------------------------------------------------
+//  zloop_reader has zmq_poll ask libzmq for the socket's events on every
+//  pass (two system calls a socket a pass; each sleep is two passes).
+//  chat_zloop_watch has the loop poll the socket's ZMQ_FD instead, which
+//  only says that the socket's state may have changed. So drain (self) is
+//  called then, and once when the loop starts, and must read the socket
+//  until a receive finds nothing waiting (then return 0), or stop early
+//  (return 1: it is called again before the loop sleeps), or return -1 to
+//  end the loop. watch is the caller's, and must outlive the loop.
+typedef int (chat_drain_fn) (void *self);
+typedef struct {
+    zloop_t *loop;                      //  The loop it is registered with
+    chat_drain_fn *drain;               //  What reads the socket
+    void *self;                         //  drain's argument
+    int again;                          //  zloop timer that calls drain again, or -1
+} chat_watch_t;
+int chat_zloop_watch (zloop_t *loop, zsock_t *sock, chat_watch_t *watch,
+                      chat_drain_fn *drain, void *self);
 
 //  --- Connection id lists ("conn_ids" fields): comma-separated decimal -----
 //  Iterate: const char *p = list; uint64_t id; while (chat_ids_next (&p, &id)) ...
