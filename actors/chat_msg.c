@@ -32,22 +32,20 @@ static const char *s_actor_names [CHAT_ACTOR_COUNT] = {
 #undef X
 };
 
-//  One frame waiting in a held outbox
+//  One message waiting in a held outbox
 typedef struct {
     void *handle;                                   //  The peer's PUSH socket
-    zmq_msg_t part;                                 //  The frame, built
-    bool more;                                      //  More frames of its message follow
-} s_held_part_t;
+    chat_cmd_t cmd;                                 //  Its command
+    zmq_msg_t body;                                 //  Its body, built
+} s_held_t;
 
 struct chat_outbox_t {
     chat_actor_t self_actor;                        //  Who sends
     zsock_t *peers [CHAT_ACTOR_COUNT];              //  PUSH per peer, on demand
     zsock_t *tap;                                   //  PUB to the tap proxy, or NULL
     bool held;                                      //  Queue sends until chat_outbox_flush
-    s_held_part_t *parts;                           //  Frames queued while held, in order
-    size_t nparts;                                  //  Number of them
-    size_t cap;                                     //  Slots in parts
-    size_t nmessages;                               //  Messages they make up
+    s_held_t held_msgs [CHAT_OUTBOX_HOLD_MAX];      //  Queued while held, in order
+    size_t nheld;                                   //  Number of them
 };
 
 
@@ -160,14 +158,17 @@ chat_msg_release (chat_msg_t *m)
     chat_msg_init (m);
 }
 
-//  Drop the body frame the fields of the previous message pointed into
+//  Forget the previous message: its body frame, which its fields pointed
+//  into, and its command
 static void
-s_drop_body (chat_msg_t *m)
+s_msg_reset (chat_msg_t *m)
 {
     if (m->has_body) {
         zmq_msg_close (&m->body);
         m->has_body = false;
     }
+    m->cmd = CHAT_CMD_COUNT;
+    m->nfields = 0;
 }
 
 //  Parse a decimal uint64; the whole text must be digits
@@ -199,8 +200,28 @@ s_decode_command (const void *data, size_t size)
     return cmd;
 }
 
+//  Take the field at *offset of a body: a 4-byte little-endian length, the
+//  bytes, a NUL. Returns 0 and moves *offset past it, or -1 if the body
+//  ends inside it.
+static int
+s_field_next (const char *body, size_t size, size_t *offset, const char **data, size_t *len)
+{
+    if (size - *offset < 5)
+        return -1;
+    const unsigned char *prefix = (const unsigned char *) body + *offset;
+    size_t length = (size_t) prefix [0] | (size_t) prefix [1] << 8
+                  | (size_t) prefix [2] << 16 | (size_t) prefix [3] << 24;
+    size_t start = *offset + 4;
+    if (length > size - start - 1 || body [start + length] != 0)
+        return -1;
+    *data = body + start;
+    *len = length;
+    *offset = start + length + 1;
+    return 0;
+}
+
 //  Decode a body in place: the fields point into it, so it must outlive
-//  them. Each field is a 4-byte little-endian length, the bytes, a NUL.
+//  them
 static int
 s_decode_body (chat_cmd_t cmd, const char *body, size_t size, chat_msg_t *m)
 {
@@ -208,26 +229,16 @@ s_decode_body (chat_cmd_t cmd, const char *body, size_t size, chat_msg_t *m)
     int nfields = (int) strlen (picture);
     size_t offset = 0;
     for (int index = 0; index < nfields; index++) {
-        if (size - offset < 5) {
-            zsys_warning ("chat_msg: %s has %d fields, expected %d", s_commands [cmd].name, index, nfields);
+        if (s_field_next (body, size, &offset, &m->s [index], &m->len [index]) != 0) {
+            zsys_warning ("chat_msg: %s has %d whole fields, expected %d",
+                          s_commands [cmd].name, index, nfields);
             return -1;
         }
-        const unsigned char *prefix = (const unsigned char *) body + offset;
-        size_t len = (size_t) prefix [0] | (size_t) prefix [1] << 8
-                   | (size_t) prefix [2] << 16 | (size_t) prefix [3] << 24;
-        offset += 4;
-        if (len > size - offset - 1 || body [offset + len] != 0) {
-            zsys_warning ("chat_msg: %s field %d is cut short", s_commands [cmd].name, index + 1);
-            return -1;
-        }
-        m->s [index] = body + offset;
-        m->len [index] = len;
         m->u [index] = 0;
-        if (picture [index] == 'u' && s_parse_u64 (body + offset, len, &m->u [index]) != 0) {
+        if (picture [index] == 'u' && s_parse_u64 (m->s [index], m->len [index], &m->u [index]) != 0) {
             zsys_warning ("chat_msg: %s field %d is not a number", s_commands [cmd].name, index + 1);
             return -1;
         }
-        offset += len + 1;
     }
     if (offset != size) {
         zsys_warning ("chat_msg: %s has bytes after its %d fields", s_commands [cmd].name, nfields);
@@ -241,20 +252,13 @@ s_decode_body (chat_cmd_t cmd, const char *body, size_t size, chat_msg_t *m)
 int
 chat_msg_body_count (const void *body, size_t size)
 {
-    const unsigned char *bytes = (const unsigned char *) body;
     size_t offset = 0;
     int count = 0;
-    while (offset < size) {
-        if (size - offset < 5)
+    const char *data;
+    size_t len;
+    for (; offset < size; count++)
+        if (s_field_next ((const char *) body, size, &offset, &data, &len) != 0)
             return -1;
-        size_t len = (size_t) bytes [offset] | (size_t) bytes [offset + 1] << 8
-                   | (size_t) bytes [offset + 2] << 16 | (size_t) bytes [offset + 3] << 24;
-        offset += 4;
-        if (len > size - offset - 1 || bytes [offset + len] != 0)
-            return -1;
-        offset += len + 1;
-        count++;
-    }
     return count;
 }
 
@@ -263,9 +267,7 @@ chat_msg_decode_parts (const void *command, size_t command_size,
                        const void *body, size_t body_size, chat_msg_t *m)
 {
     assert (m);
-    s_drop_body (m);
-    m->cmd = CHAT_CMD_COUNT;
-    m->nfields = 0;
+    s_msg_reset (m);
     chat_cmd_t cmd = s_decode_command (command, command_size);
     if (cmd == CHAT_CMD_COUNT)
         return -1;
@@ -287,9 +289,7 @@ chat_msg_decode (zmsg_t *msg, chat_msg_t *m)
     assert (msg);
     assert (m);
     if (zmsg_size (msg) != 2) {
-        s_drop_body (m);
-        m->cmd = CHAT_CMD_COUNT;
-        m->nfields = 0;
+        s_msg_reset (m);
         zsys_warning ("chat_msg: message of %zu frames, expected 2", zmsg_size (msg));
         return -1;
     }
@@ -304,9 +304,7 @@ chat_msg_recv (zsock_t *sock, chat_msg_t *m, bool nowait)
 {
     assert (sock);
     assert (m);
-    s_drop_body (m);
-    m->cmd = CHAT_CMD_COUNT;
-    m->nfields = 0;
+    s_msg_reset (m);
     //  The command is received into command, the body into m->body, where
     //  the fields are decoded in place; any further frame is read and dropped
     void *handle = zsock_resolve (sock);
@@ -374,7 +372,6 @@ chat_outbox_destroy (chat_outbox_t **self_p)
     chat_outbox_t *self = *self_p;
     if (self) {
         chat_outbox_flush (self);
-        free (self->parts);
         for (int i = 0; i < CHAT_ACTOR_COUNT; i++)
             zsock_destroy (&self->peers [i]);
         zsock_destroy (&self->tap);
@@ -492,38 +489,30 @@ chat_msg_body (const char *const *fields, int count)
 
 static int s_flush_held (chat_outbox_t *self);
 
-//  Queue a message's two frames in a held outbox; the body is moved in.
-//  Flushes first when the queue is full, so that a long burst still
-//  reaches the peer in pieces.
+//  Send a command and its body (which is consumed) to a peer's socket now
 static int
+s_send_now (void *handle, chat_cmd_t cmd, zmq_msg_t *body)
+{
+    const char *name = s_commands [cmd].name;
+    int rc = s_send_part (handle, name, strlen (name), true) == 0
+          && zmq_msg_send (body, handle, ZMQ_DONTWAIT) != -1 ? 0 : -1;
+    zmq_msg_close (body);
+    return rc;
+}
+
+//  Queue a message in a held outbox; the body is moved in. Flushes first
+//  when the queue is full, so that a long burst still reaches the peer in
+//  pieces.
+static void
 s_hold (chat_outbox_t *self, void *handle, chat_cmd_t cmd, zmq_msg_t *body)
 {
-    if (self->nmessages >= CHAT_OUTBOX_HOLD_MAX)
+    if (self->nheld == CHAT_OUTBOX_HOLD_MAX)
         s_flush_held (self);
-    if (self->nparts + 2 > self->cap) {
-        size_t cap = self->cap? self->cap * 2: 256;
-        s_held_part_t *grown = (s_held_part_t *) realloc (self->parts, cap * sizeof *grown);
-        if (!grown)
-            return -1;
-        self->parts = grown;
-        self->cap = cap;
-    }
-    const char *name = s_commands [cmd].name;
-    size_t name_len = strlen (name);
-    s_held_part_t *command = &self->parts [self->nparts];
-    if (zmq_msg_init_size (&command->part, name_len) != 0)
-        return -1;
-    memcpy (zmq_msg_data (&command->part), name, name_len);
-    command->handle = handle;
-    command->more = true;
-    s_held_part_t *held = &self->parts [self->nparts + 1];
-    zmq_msg_init (&held->part);
-    zmq_msg_move (&held->part, body);
+    s_held_t *held = &self->held_msgs [self->nheld++];
     held->handle = handle;
-    held->more = false;
-    self->nparts += 2;
-    self->nmessages++;
-    return 0;
+    held->cmd = cmd;
+    zmq_msg_init (&held->body);
+    zmq_msg_move (&held->body, body);
 }
 
 //  Publish a copy of the message on the tap: sender, receiver, command, body
@@ -549,21 +538,19 @@ static int
 s_send_body (chat_outbox_t *self, chat_actor_t to, chat_cmd_t cmd, zmq_msg_t *body)
 {
     zsock_t *sock = chat_outbox_socket (self, to);
-    int rc = -1;
-    if (!sock)
-        goto done;
-    if (self->tap)
-        s_tap (self, to, cmd, body);
-    void *handle = zsock_resolve (sock);
-    const char *name = s_commands [cmd].name;
-    if (self->held)
-        rc = s_hold (self, handle, cmd, body);
-    else
-    if (s_send_part (handle, name, strlen (name), true) == 0
-    &&  zmq_msg_send (body, handle, ZMQ_DONTWAIT) != -1)
-        rc = 0;
-done:
-    zmq_msg_close (body);
+    int rc = 0;
+    if (!sock) {
+        zmq_msg_close (body);
+        rc = -1;
+    }
+    else {
+        if (self->tap)
+            s_tap (self, to, cmd, body);
+        if (self->held)
+            s_hold (self, zsock_resolve (sock), cmd, body);
+        else
+            rc = s_send_now (zsock_resolve (sock), cmd, body);
+    }
     if (rc != 0)
         zsys_error ("%s: cannot send %s to %s: %s", chat_actor_name (self->self_actor),
                     s_commands [cmd].name, chat_actor_name (to), zmq_strerror (zmq_errno ()));
@@ -629,26 +616,20 @@ chat_outbox_hold (chat_outbox_t *self)
     self->held = true;
 }
 
-//  Send every queued frame, in order, and empty the queue
+//  Send every queued message, in order, and empty the queue
 static int
 s_flush_held (chat_outbox_t *self)
 {
     int rc = 0;
-    for (size_t i = 0; i < self->nparts; i++) {
-        s_held_part_t *held = &self->parts [i];
-        int flags = (held->more? ZMQ_SNDMORE: 0) | ZMQ_DONTWAIT;
-        if (zmq_msg_send (&held->part, held->handle, flags) == -1) {
-            zsys_error ("%s: cannot send a held message: %s",
-                        chat_actor_name (self->self_actor), zmq_strerror (zmq_errno ()));
-            //  Drop the rest of this message; the next one starts clean
-            zmq_msg_close (&held->part);
-            while (self->parts [i].more && i + 1 < self->nparts)
-                zmq_msg_close (&self->parts [++i].part);
+    for (size_t i = 0; i < self->nheld; i++) {
+        s_held_t *held = &self->held_msgs [i];
+        if (s_send_now (held->handle, held->cmd, &held->body) != 0) {
+            zsys_error ("%s: cannot send a held %s: %s", chat_actor_name (self->self_actor),
+                        s_commands [held->cmd].name, zmq_strerror (zmq_errno ()));
             rc = -1;
         }
     }
-    self->nparts = 0;
-    self->nmessages = 0;
+    self->nheld = 0;
     return rc;
 }
 
@@ -779,19 +760,30 @@ typedef struct {
     void *self;                         //  handler's argument
 } s_serve_t;
 
-//  Read what waits on the pipe: only $TERM is expected
-static int
-s_serve_pipe (void *arg)
+int
+chat_pipe_drain (zsock_t *pipe, chat_command_fn *on_command, void *self)
 {
-    s_serve_t *serve = (s_serve_t *) arg;
-    while (zsock_events (serve->pipe) & ZMQ_POLLIN) {
-        char *command = zstr_recv (serve->pipe);
+    assert (pipe);
+    while (zsock_events (pipe) & ZMQ_POLLIN) {
+        char *command = zstr_recv (pipe);
         bool terminated = !command || streq (command, "$TERM");
+        if (!terminated && on_command)
+            on_command (self, command);
+        else
+        if (!terminated)
+            zsys_warning ("chat_msg: unexpected pipe command '%s'", command);
         zstr_free (&command);
         if (terminated)
             return -1;
     }
     return 0;
+}
+
+//  chat_actor_serve's pipe: only $TERM is expected
+static int
+s_serve_pipe (void *arg)
+{
+    return chat_pipe_drain (((s_serve_t *) arg)->pipe, NULL, NULL);
 }
 
 #define CHAT_SERVE_BATCH 1000           //  Most messages handled per wake-up

@@ -597,22 +597,22 @@ s_inbox_ready (void *arg)
     return self->context_gone? -1: self->inbox_empty? 0: 1;
 }
 
-//  The pipe may hold commands: $TERM, or STATUS (send storage_status now)
+//  A pipe command other than $TERM: STATUS sends storage_status now
+static void
+s_pipe_command (void *arg, const char *command)
+{
+    if (streq (command, "STATUS"))
+        s_send_status ((self_t *) arg);
+    else
+        zsys_warning ("persistence: unexpected pipe command %s", command);
+}
+
 static int
 s_pipe_ready (void *arg)
 {
     self_t *self = (self_t *) arg;
-    while (!self->terminated && (zsock_events (self->pipe) & ZMQ_POLLIN)) {
-        char *command = zstr_recv (self->pipe);
-        if (!command || streq (command, "$TERM"))
-            self->terminated = true;
-        else
-        if (streq (command, "STATUS"))
-            s_send_status (self);
-        else
-            zsys_warning ("persistence: unexpected pipe command %s", command);
-        zstr_free (&command);
-    }
+    if (chat_pipe_drain (self->pipe, s_pipe_command, self) == -1)
+        self->terminated = true;
     return self->terminated? -1: 0;
 }
 

@@ -499,14 +499,8 @@ static int
 s_on_pipe (void *arg)
 {
     self_t *self = (self_t *) arg;
-    while (!self->terminated && (zsock_events (self->pipe) & ZMQ_POLLIN)) {
-        char *command = zstr_recv (self->pipe);
-        if (!command || streq (command, "$TERM"))
-            self->terminated = true;
-        else
-            zsys_warning ("rate-limiter: unknown pipe command '%s'", command);
-        zstr_free (&command);
-    }
+    if (chat_pipe_drain (self->pipe, NULL, self) == -1)
+        self->terminated = true;
     return self->terminated? -1: 0;
 }
 

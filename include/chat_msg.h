@@ -261,6 +261,11 @@ typedef struct {
 } chat_watch_t;
 int chat_zloop_watch (zloop_t *loop, zsock_t *sock, chat_watch_t *watch,
                       chat_drain_fn *drain, void *self);
+//  Read every command waiting on an actor's pipe (the drain of its pipe's
+//  chat_zloop_watch): each but $TERM goes to on_command, or is logged if
+//  that is NULL. Returns -1 on $TERM or a dead pipe, else 0.
+typedef void (chat_command_fn) (void *self, const char *command);
+int chat_pipe_drain (zsock_t *pipe, chat_command_fn *on_command, void *self);
 
 //  --- Connection id lists ("conn_ids" fields): comma-separated decimal -----
 //  Iterate: const char *p = list; uint64_t id; while (chat_ids_next (&p, &id)) ...

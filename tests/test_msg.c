@@ -493,6 +493,43 @@ test_zloop_watch (void **state)
 }
 
 
+//  chat_pipe_drain: every command waiting is handed over in order, $TERM
+//  ends it; an empty pipe returns 0
+
+static void
+s_record_command (void *arg, const char *command)
+{
+    char *seen = (char *) arg;
+    strcat (seen, command);
+    strcat (seen, ";");
+}
+
+static void
+test_pipe_drain (void **state)
+{
+    (void) state;
+    zsock_t *actor_end = zsock_new_pair ("@inproc://test-pipe-drain");
+    zsock_t *caller_end = zsock_new_pair (">inproc://test-pipe-drain");
+    assert_non_null (actor_end);
+    assert_non_null (caller_end);
+    char seen [64] = "";
+    assert_int_equal (chat_pipe_drain (actor_end, s_record_command, seen), 0);
+    zstr_send (caller_end, "STATUS");
+    zstr_send (caller_end, "FOO");
+    zclock_sleep (50);
+    assert_int_equal (chat_pipe_drain (actor_end, s_record_command, seen), 0);
+    assert_string_equal (seen, "STATUS;FOO;");
+    zstr_send (caller_end, "STATUS");
+    zstr_send (caller_end, "$TERM");
+    zstr_send (caller_end, "AFTER");
+    zclock_sleep (50);
+    assert_int_equal (chat_pipe_drain (actor_end, s_record_command, seen), -1);
+    assert_string_equal (seen, "STATUS;FOO;STATUS;");
+    zsock_destroy (&caller_end);
+    zsock_destroy (&actor_end);
+}
+
+
 //  --------------------------------------------------------------------------
 //  Malformed messages are refused, whole, and the next one is read
 
@@ -814,6 +851,7 @@ main (void)
         cmocka_unit_test_teardown (test_sendn, s_teardown),
         cmocka_unit_test_teardown (test_forward, s_teardown),
         cmocka_unit_test_teardown (test_zloop_watch, s_teardown),
+        cmocka_unit_test_teardown (test_pipe_drain, s_teardown),
         cmocka_unit_test_teardown (test_malformed, s_teardown),
         cmocka_unit_test_teardown (test_ids_next, s_teardown),
         cmocka_unit_test_teardown (test_actor_started, s_teardown),
