@@ -499,7 +499,7 @@ static int
 s_on_pipe (void *arg)
 {
     self_t *self = (self_t *) arg;
-    if (chat_pipe_drain (self->pipe, NULL, self) == -1)
+    if (chat_pipe_drain (self->pipe, NULL, NULL) == -1)
         self->terminated = true;
     return self->terminated? -1: 0;
 }
