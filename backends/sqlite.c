@@ -16,9 +16,11 @@
     trip to save). What a batch costs is mostly the kernel: every commit
     writes each B-tree page it dirtied into the WAL (synchronous = FULL:
     and fdatasyncs it). A message appends to the table (the last page),
-    adds an entry to the client and pair indexes (a leaf per sender and per
-    pair) and rewrites its two conversation rows in place (small rows,
-    dense pages). Until migration 2 it also went into four per-user
+    adds an entry to the pair index (a leaf per pair) and rewrites its two
+    conversation rows in place (small rows, dense pages). Its client_id
+    goes into memory and, with many others, later into the client_ids
+    table, a sender's leaf at a time (migration 3, sqlite_client_ids.c:
+    as a UNIQUE index it was one more dirty leaf a message). Until migration 2 it also went into four per-user
     indexes (partner, sent, received, unread), each with a hot leaf per
     user, and is_read was a column; now the conversations table holds the
     read marker and the partner list that sync and conversations walk.
@@ -90,6 +92,7 @@
 #include "chat_wire.h"
 #include "sqlite_vfs.h"
 #include "sqlite_checkpoint.h"
+#include "sqlite_client_ids.h"
 #include "sqlite_pcache.h"
 #include <czmq.h>
 #include <limits.h>
@@ -107,6 +110,8 @@
                                                 //  build; see "What a history
                                                 //  page costs" above)
 #define S_WAL_CHECKPOINT        16384           //  Pages: 64 MiB of WAL
+#define S_CLIENT_IDS_MERGE_AT   65536           //  client_ids in memory before
+                                                //  a merge (sqlite_client_ids.c)
 #define S_JOURNAL_SIZE_LIMIT    "100663296"     //  WAL kept at most 96 MiB: the
                                                 //  threshold and the commits made
                                                 //  while it is copied, so that a
@@ -220,12 +225,31 @@ static const char *s_migrations [] = {
     "          FROM private_messages)"
     "    GROUP BY user_id, partner_id;"
     //  The pair index serves both directions of history, the partners'
-    //  latest ids and unread counts; the client index dedupe. The rest go.
+    //  latest ids and unread counts; the client index dedupe (until
+    //  migration 3). The rest go.
     "DROP INDEX private_messages_partner;"
     "DROP INDEX private_messages_sent;"
     "DROP INDEX private_messages_received;"
     "DROP INDEX private_messages_unread;"
     "ALTER TABLE private_messages DROP COLUMN is_read;"
+    ,
+    //  3: the client_ids a sender used, in a table of their own that is
+    //  filled in sorted chunks (sqlite_client_ids.c), instead of a UNIQUE
+    //  index of private_messages that took an entry (and dirtied the
+    //  sender's leaf) with every message. Every message with an id up to
+    //  client_ids_merged.through_id has its entry in client_ids; the later
+    //  ones are read back from their rows.
+    "CREATE TABLE client_ids ("
+    "    sender_id INTEGER NOT NULL,"
+    "    client_id TEXT NOT NULL,"
+    "    message_id INTEGER NOT NULL,"
+    "    PRIMARY KEY (sender_id, client_id)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO client_ids (sender_id, client_id, message_id)"
+    "    SELECT sender_id, client_id, id FROM private_messages WHERE client_id IS NOT NULL;"
+    "CREATE TABLE client_ids_merged (through_id INTEGER NOT NULL);"
+    "INSERT INTO client_ids_merged SELECT coalesce (max (id), 0) FROM private_messages;"
+    "DROP INDEX private_messages_client;"
     ,
     NULL
 };
@@ -321,7 +345,7 @@ static const char *s_sql [S_STMT_COUNT] = {
         "SELECT m.id, m.receiver_id, m.content, m.created_ms, " S_IS_READ
         "  FROM private_messages AS m"
         S_READ_JOIN
-        " WHERE m.sender_id = ?1 AND m.client_id = ?2",
+        " WHERE m.id = ?1",
 
     //  ?1 user, ?2 partner, ?3 before_id, ?4 limit + 1. Each direction takes
     //  its own newest n+1 ids from the pair index; the merged n+1 newest are
@@ -406,6 +430,9 @@ struct chat_backend_t {
     size_t held_count;                  //  Entries of held in use
     size_t held_size;                   //  Entries allocated
     chat_sqlite_ckpt_t *checkpoints;    //  Checkpoints off the commit path
+    chat_sqlite_ids_t *client_ids;      //  The senders' client_ids, made at
+                                        //  the first begin (only the handle
+                                        //  that stores messages has them)
 };
 
 
@@ -570,6 +597,7 @@ s_close (chat_backend_t **self_p)
     chat_backend_t *self = *self_p;
     if (self) {
         chat_sqlite_ckpt_destroy (&self->checkpoints);
+        chat_sqlite_ids_destroy (&self->client_ids);
         for (int i = 0; i < S_STMT_COUNT; i++)
             sqlite3_finalize (self->stmt [i]);
         if (self->db && sqlite3_close (self->db) != SQLITE_OK)
@@ -891,46 +919,63 @@ s_step_once (chat_backend_t *self, s_stmt_id_t id, const char *what)
     return rc;
 }
 
-static int
-s_begin (chat_backend_t *self)
-{
-    assert (self);
-    return s_step_once (self, S_BEGIN, "begin");
-}
-
-//  A commit that fails rolls the whole batch back
-
-static int
-s_commit (chat_backend_t *self)
-{
-    assert (self);
-    int rc = s_step_once (self, S_COMMIT, "commit");
-    if (rc != CHAT_DB_OK && !sqlite3_get_autocommit (self->db))
-        s_step_once (self, S_ROLLBACK, "rollback");
-    return rc;
-}
-
-//  Nothing to do when SQLite already rolled back (after an I/O error)
+//  Roll back what is open, if SQLite has not (after an I/O error)
 
 static int
 s_rollback (chat_backend_t *self)
 {
     assert (self);
+    if (self->client_ids)
+        chat_sqlite_ids_rolled_back (self->client_ids);
     if (sqlite3_get_autocommit (self->db))
         return CHAT_DB_OK;
     return s_step_once (self, S_ROLLBACK, "rollback");
 }
 
-
-//  --------------------------------------------------------------------------
-//  Fill message from the sender's first message with this client_id
+//  The client_ids of the messages stored since their last merge are read
+//  in the first transaction (by persistence: auth's handle never has one)
 
 static int
-s_message_first (chat_backend_t *self, chat_message_t *message)
+s_begin (chat_backend_t *self)
+{
+    assert (self);
+    int rc = s_step_once (self, S_BEGIN, "begin");
+    if (rc == CHAT_DB_OK && !self->client_ids)
+        self->client_ids = chat_sqlite_ids_new (self->db, self->path, S_CLIENT_IDS_MERGE_AT);
+    if (rc == CHAT_DB_OK
+    &&  (!self->client_ids || chat_sqlite_ids_begin (self->client_ids) != 0)) {
+        s_rollback (self);
+        rc = CHAT_DB_UNAVAILABLE;
+    }
+    return rc;
+}
+
+//  A commit that fails rolls the whole batch back. The chunk of a merge of
+//  client_ids in progress goes in with it (mark_read's own transaction on
+//  a handle that never stored messages has none).
+
+static int
+s_commit (chat_backend_t *self)
+{
+    assert (self);
+    int rc = !self->client_ids || chat_sqlite_ids_flush (self->client_ids) == 0
+           ? s_step_once (self, S_COMMIT, "commit"): CHAT_DB_UNAVAILABLE;
+    if (rc == CHAT_DB_OK && self->client_ids)
+        chat_sqlite_ids_committed (self->client_ids);
+    else
+        s_rollback (self);
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Fill message from the sender's first message with its client_id, id
+
+static int
+s_message_first (chat_backend_t *self, chat_message_t *message, int64_t id)
 {
     sqlite3_stmt *stmt = self->stmt [S_MESSAGE_FIRST];
-    sqlite3_bind_int64 (stmt, 1, message->from_user_id);
-    sqlite3_bind_text (stmt, 2, message->client_id, -1, SQLITE_STATIC);
+    sqlite3_bind_int64 (stmt, 1, id);
     int rc = sqlite3_step (stmt);
     if (rc == SQLITE_ROW) {
         //  The content is copied so that it outlives the statement's reset
@@ -964,14 +1009,13 @@ s_conversation_touch (chat_backend_t *self, const chat_message_t *message)
     return rc;
 }
 
-//  Store one message: an INSERT and its conversation rows. The
-//  foreign keys check that sender and recipient exist (INTEGER PRIMARY KEY
-//  probes; a failure is the statement's only, the transaction goes on);
-//  the UNIQUE index on (sender_id, client_id) catches a client_id used
-//  before, committed or earlier in this transaction (so also earlier in
-//  this batch). The UNIQUE check comes first, so a resend is answered as a
-//  duplicate whatever its recipient. Returns the message's result, or
-//  CHAT_DB_UNAVAILABLE.
+//  Store one message: an INSERT and its conversation rows. A client_id
+//  the sender used before, committed or earlier in this transaction (so
+//  also earlier in this batch), is looked up first (sqlite_client_ids.c),
+//  so a resend is answered as a duplicate whatever its recipient. The
+//  foreign keys check that sender and recipient exist (INTEGER PRIMARY
+//  KEY probes; a failure is the statement's only, the transaction goes
+//  on). Returns the message's result, or CHAT_DB_UNAVAILABLE.
 
 static int
 s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_ms,
@@ -979,7 +1023,21 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
 {
     assert (message->content || message->content_len == 0);
     assert (message->content_len <= INT_MAX);
+    assert (self->client_ids);
     *duplicate = false;
+    size_t client_id_len = message->client_id? strlen (message->client_id): 0;
+    if (message->client_id) {
+        int64_t first_id = 0;
+        int found = chat_sqlite_ids_find (self->client_ids, message->from_user_id,
+                                          message->client_id, client_id_len, &first_id);
+        if (found < 0)
+            return CHAT_DB_UNAVAILABLE;
+        if (found) {
+            int rc = s_message_first (self, message, first_id);
+            *duplicate = rc == CHAT_DB_OK;
+            return rc;
+        }
+    }
     sqlite3_stmt *stmt = self->stmt [S_MESSAGE_INSERT];
     sqlite3_bind_int64 (stmt, 1, message->from_user_id);
     sqlite3_bind_int64 (stmt, 2, message->to_user_id);
@@ -987,7 +1045,7 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
                        (int) message->content_len, SQLITE_STATIC);
     sqlite3_bind_int64 (stmt, 4, now_ms);
     if (message->client_id)
-        sqlite3_bind_text (stmt, 5, message->client_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text (stmt, 5, message->client_id, (int) client_id_len, SQLITE_STATIC);
     else
         sqlite3_bind_null (stmt, 5);
     int rc = sqlite3_step (stmt);
@@ -996,22 +1054,16 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
         message->id = sqlite3_last_insert_rowid (self->db);
         message->created_ms = now_ms;
         message->is_read = false;
+        chat_sqlite_ids_add (self->client_ids, message->from_user_id, message->client_id,
+                             client_id_len, message->id);
         rc = s_conversation_touch (self, message);
     }
     else
     if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
         rc = CHAT_DB_NOT_FOUND;
     else
-    if (code == SQLITE_CONSTRAINT_UNIQUE && message->client_id)
-        rc = CHAT_DB_CONFLICT;              //  Looked up below
-    else
         rc = s_fail (self, "message_store");
     s_done (stmt);
-
-    if (rc == CHAT_DB_CONFLICT) {
-        rc = s_message_first (self, message);
-        *duplicate = rc == CHAT_DB_OK;
-    }
     return rc;
 }
 

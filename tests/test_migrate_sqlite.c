@@ -1,6 +1,6 @@
 /*  =========================================================================
-    test_migrate_sqlite.c - SQLite migration 2 keeps every message and its
-    read state
+    test_migrate_sqlite.c - SQLite migrations 2 and 3 keep every message,
+    its read state and its client_id
 
     Builds a version-1 database by hand, as chatd 1 left it (the schema of
     migration 1 copied here, with messages, some of them read), opens it
@@ -9,7 +9,9 @@
     the backend what a user sees: conversations with their order, last
     messages and unread counts, history with every field of its messages
     and their read flags, sync, mark_read and a new message after the
-    upgrade. Then that the old indexes and column are gone.
+    upgrade, and that a client_id from before the upgrade is still taken.
+    Then that the old indexes and column are gone and that the client_ids
+    (migration 3: a table instead of a UNIQUE index) were all moved.
     =========================================================================
 */
 
@@ -253,9 +255,17 @@ test_migration_2 (void **state)
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT count (*) FROM pragma_table_info ('private_messages') WHERE name = 'is_read'"), 0);
     assert_int_equal (s_count (cfg.sqlite_path,
-        "SELECT max (version) FROM schema_migrations"), 2);
+        "SELECT max (version) FROM schema_migrations"), 3);
     assert_int_equal (s_count (cfg.sqlite_path,
-        "SELECT count (*) FROM schema_migrations"), 2);
+        "SELECT count (*) FROM schema_migrations"), 3);
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT count (*) FROM sqlite_schema WHERE name = 'private_messages_client'"), 0);
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT count (*) FROM client_ids WHERE (sender_id, client_id, message_id)"
+        " IN (VALUES (1, 'c1', 1), (1, 'c3', 3))"), 2);
+    assert_int_equal (s_count (cfg.sqlite_path, "SELECT count (*) FROM client_ids"), 2);
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT through_id FROM client_ids_merged"), 8);
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT count (*) FROM conversations"), 5);
     chat_test_rmdir (&dir);

@@ -25,17 +25,6 @@ typedef struct {
     sqlite3_stmt *insert;
 } s_fixture_t;
 
-static int64_t
-s_int (sqlite3 *db, const char *sql)
-{
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL), SQLITE_OK);
-    assert_int_equal (sqlite3_step (stmt), SQLITE_ROW);
-    int64_t value = sqlite3_column_int64 (stmt, 0);
-    sqlite3_finalize (stmt);
-    return value;
-}
-
 static void
 s_assert_intact (sqlite3 *db)
 {
@@ -127,15 +116,15 @@ test_commits_after_splits_skip_truncation (void **state)
     //  skipped: no page was above it
     assert_true (skipped >= 300);
     assert_true (forwarded < 10);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t"), 15000);
-    assert_true (s_int (f.db, "PRAGMA page_count") > 400);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t"), 15000);
+    assert_true (chat_test_sql_int (f.db, "PRAGMA page_count") > 400);
     s_assert_intact (f.db);
 
     //  Another connection (its own cache) reads the same
     sqlite3 *other = NULL;
     assert_int_equal (sqlite3_open_v2 (f.path, &other, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
-    assert_int_equal (s_int (other, "SELECT count (*) FROM t"), 15000);
-    assert_int_equal (s_int (other, "SELECT count (DISTINCT k) FROM t INDEXED BY t_k"), 15000);
+    assert_int_equal (chat_test_sql_int (other, "SELECT count (*) FROM t"), 15000);
+    assert_int_equal (chat_test_sql_int (other, "SELECT count (DISTINCT k) FROM t INDEXED BY t_k"), 15000);
     s_assert_intact (other);
     sqlite3_close (other);
     s_close (&f);
@@ -150,7 +139,7 @@ test_rollback_hands_truncation_on (void **state)
     chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 2000, "kept");
     chat_test_sql (f.db, "COMMIT");
-    int64_t pages = s_int (f.db, "PRAGMA page_count");
+    int64_t pages = chat_test_sql_int (f.db, "PRAGMA page_count");
 
     //  A transaction that grows the file by hundreds of pages, rolled back:
     //  its pages are above the database size and must leave the cache
@@ -158,20 +147,20 @@ test_rollback_hands_truncation_on (void **state)
     chat_sqlite_pcache_stats (&before);
     chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 6000, "gone");
-    assert_true (s_int (f.db, "PRAGMA page_count") > pages + 100);
+    assert_true (chat_test_sql_int (f.db, "PRAGMA page_count") > pages + 100);
     chat_test_sql (f.db, "ROLLBACK");
     chat_sqlite_pcache_stats (&after);
     assert_true (after.truncates_forwarded > before.truncates_forwarded);
-    assert_int_equal (s_int (f.db, "PRAGMA page_count"), pages);
+    assert_int_equal (chat_test_sql_int (f.db, "PRAGMA page_count"), pages);
 
     //  The same page numbers are used again, for other rows: what is read
     //  back is those rows, never a page of the rolled-back ones
     chat_test_sql (f.db, "BEGIN");
     s_insert (&f, 3000, "new");
     chat_test_sql (f.db, "COMMIT");
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'gone-%'"), 0);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'new-%'"), 3000);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 5000);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'gone-%'"), 0);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'new-%'"), 3000);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 5000);
     s_assert_intact (f.db);
 
     //  The same with a savepoint, inside a transaction that commits
@@ -183,9 +172,9 @@ test_rollback_hands_truncation_on (void **state)
     chat_test_sql (f.db, "RELEASE inner");
     s_insert (&f, 500, "after");
     chat_test_sql (f.db, "COMMIT");
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'inner-%'"), 0);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t"), 6000);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 6000);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t WHERE body LIKE 'inner-%'"), 0);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t"), 6000);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 6000);
     s_assert_intact (f.db);
     s_close (&f);
 }
@@ -202,9 +191,9 @@ test_small_cache_drops_and_refetches (void **state)
         s_insert (&f, 500, "s");
         chat_test_sql (f.db, "COMMIT");
     }
-    assert_true (s_int (f.db, "PRAGMA page_count") > 1000);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t"), 20000);
-    assert_int_equal (s_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 20000);
+    assert_true (chat_test_sql_int (f.db, "PRAGMA page_count") > 1000);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t"), 20000);
+    assert_int_equal (chat_test_sql_int (f.db, "SELECT count (*) FROM t INDEXED BY t_k WHERE k > ''"), 20000);
     s_assert_intact (f.db);
     s_close (&f);
 }

@@ -189,3 +189,14 @@ chat_test_sql (sqlite3 *db, const char *sql)
         fail_msg ("%s: %s", sql, error? error: sqlite3_errstr (rc));
     sqlite3_free (error);
 }
+
+int64_t
+chat_test_sql_int (sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal (sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL), SQLITE_OK);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_ROW);
+    int64_t value = sqlite3_column_int64 (stmt, 0);
+    sqlite3_finalize (stmt);
+    return value;
+}

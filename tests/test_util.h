@@ -51,5 +51,8 @@ void chat_test_rmdir (char **path_p);
 //  it does not succeed
 typedef struct sqlite3 sqlite3;
 void chat_test_sql (sqlite3 *db, const char *sql);
+//  The first column of the first row of a query, as an integer; fails the
+//  test if there is no row
+int64_t chat_test_sql_int (sqlite3 *db, const char *sql);
 
 #endif

@@ -1,0 +1,465 @@
+/*  =========================================================================
+    sqlite_client_ids.c - which client_ids each sender has used, for the
+    SQLite backend's message_store
+
+    Owns, for the one backend handle that stores messages (persistence's):
+    the client_ids of the messages stored since the last merge, in memory,
+    and the merge of them into the client_ids table. Called by sqlite.c
+    only, on that handle's thread; talks to no actor.
+
+    Why. A sender's client_id is answered as a duplicate forever
+    (docs/protocol.md), so the database needs every (sender, client_id).
+    As an index of private_messages (schema 1 and 2) each message put an
+    entry into its sender's leaf of that index: with many senders, one more
+    B-tree page a message to dirty, write into the WAL, sync and checkpoint.
+    chat-bench at window 8 (1,000 users, docs/benchmarks.md, thirteenth
+    session): 67,000-76,000 acks/s with that index, 92,000-101,000 without.
+
+    How. Every message is a row of private_messages with its client_id, so
+    the rows are the durable record; the client_ids table (sender_id,
+    client_id) -> message_id is an index of them kept up to
+    client_ids_merged.through_id: every message with an id at most that
+    has its entry in the table. The entries of later messages are here, in
+    a hash table keyed by SipHash (libsodium's crypto_shorthash, a random
+    key per process, so that chosen client_ids cannot make it slow). When
+    it holds merge_at entries (sqlite.c: 65,536) a merge starts: the
+    entries, sorted by sender, go into the table a chunk per
+    commit, in the same transaction as that commit's messages (twice as
+    many as the commit stores, 64 to 4,096), and the last chunk moves
+    through_id. So
+    one merge writes each sender's leaf once for all its entries, instead
+    of once per message. Until its merge commits an entry stays here too.
+
+    After a restart the entries above through_id are read back from the
+    rows (a range of rowids, at most about merge_at plus a merge's worth).
+    Rows stored by another connection of the same file are read in the
+    same way at the start of each transaction (none, normally: a rowid
+    probe). A rolled back transaction takes its entries back out.
+    =========================================================================
+*/
+
+#include "sqlite_client_ids.h"
+#include <assert.h>
+#include <czmq.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_CHUNK_MIN     64              //  Entries a commit merges, at least
+#define S_CHUNK_MAX     4096            //  And at most
+
+//  The bytes of one client_id
+typedef struct {
+    size_t len;                         //  Bytes of client_id
+    char client_id [];                  //  len bytes, then a NUL
+} s_entry_t;
+
+//  One client_id of one message: a slot of the hash table, and an item of
+//  a merge. The key's hash and numbers are here, so that a probe and a
+//  sort read the entry only when the hash matches.
+typedef struct {
+    uint64_t hash;                      //  s_hash of sender_id and client_id
+    int64_t sender_id;                  //  Who sent it
+    int64_t message_id;                 //  The first message with it
+    s_entry_t *entry;                   //  Its bytes; NULL: an empty slot
+} s_slot_t;
+
+struct chat_sqlite_ids_t {
+    sqlite3 *db;                        //  The writer's connection (not ours)
+    char *path;                         //  Database file, for log lines
+    sqlite3_stmt *tail;                 //  Rows above an id, ascending
+    sqlite3_stmt *find;                 //  A client_id's entry in the table
+    sqlite3_stmt *merge;                //  One entry into the table
+    sqlite3_stmt *through;              //  Move client_ids_merged.through_id
+    unsigned char key [crypto_shorthash_KEYBYTES];  //  SipHash key
+    s_slot_t *slots;                    //  Open addressing, linear probing
+    size_t capacity;                    //  Slots, a power of two
+    size_t count;                       //  Entries in slots
+    int64_t seen;                       //  Every committed row with id <= seen
+                                        //  is in the table or in slots
+    int64_t open_seen;                  //  The same, inside the transaction
+    size_t open_stored;                 //  Messages the transaction stored
+    int64_t merged_through;             //  through_id as committed
+    size_t merge_at;                    //  Entries in memory that start a merge
+    s_slot_t *sweep;                    //  The merge in progress, by sender
+    size_t sweep_count;                 //  Its entries
+    size_t sweep_next;                  //  First entry not yet committed
+    size_t sweep_written;               //  Entries the open transaction wrote
+    int64_t sweep_through;              //  through_id once the merge is done
+    uint64_t sweeps;                    //  Merges finished
+    uint64_t merged;                    //  Entries committed into the table
+};
+
+
+//  --------------------------------------------------------------------------
+//  The hash table
+
+static uint64_t
+s_hash (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id, size_t len)
+{
+    unsigned char pair [crypto_shorthash_BYTES + sizeof (int64_t)];
+    crypto_shorthash (pair, (const unsigned char *) client_id, len, self->key);
+    memcpy (pair + crypto_shorthash_BYTES, &sender_id, sizeof (int64_t));
+    unsigned char out [crypto_shorthash_BYTES];
+    crypto_shorthash (out, pair, sizeof pair, self->key);
+    uint64_t hash;
+    memcpy (&hash, out, sizeof hash);
+    return hash;
+}
+
+//  The slot that holds this key, or the empty slot where it would go
+static s_slot_t *
+s_slot (chat_sqlite_ids_t *self, uint64_t hash, int64_t sender_id,
+        const char *client_id, size_t len)
+{
+    size_t mask = self->capacity - 1;
+    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+        s_slot_t *slot = &self->slots [i];
+        if (!slot->entry
+        ||  (slot->hash == hash && slot->sender_id == sender_id && slot->entry->len == len
+             && memcmp (slot->entry->client_id, client_id, len) == 0))
+            return slot;
+    }
+}
+
+//  Put every entry that keep says to keep into a table of capacity slots
+//  (the keys are distinct: each goes into the first empty slot); the others
+//  are freed
+static void
+s_rebuild (chat_sqlite_ids_t *self, size_t capacity, bool (*keep) (const s_slot_t *, int64_t),
+           int64_t bound)
+{
+    s_slot_t *old = self->slots;
+    size_t old_capacity = self->capacity;
+    self->slots = (s_slot_t *) calloc (capacity, sizeof (s_slot_t));
+    assert (self->slots);
+    self->capacity = capacity;
+    self->count = 0;
+    size_t mask = capacity - 1;
+    for (size_t i = 0; i < old_capacity; i++) {
+        if (!old [i].entry)
+            continue;
+        if (keep (&old [i], bound)) {
+            size_t j = old [i].hash & mask;
+            while (self->slots [j].entry)
+                j = (j + 1) & mask;
+            self->slots [j] = old [i];
+            self->count++;
+        }
+        else
+            free (old [i].entry);
+    }
+    free (old);
+}
+
+static bool
+s_keep_all (const s_slot_t *slot, int64_t bound)
+{
+    (void) slot;
+    (void) bound;
+    return true;
+}
+
+static bool
+s_keep_above (const s_slot_t *slot, int64_t bound)
+{
+    return slot->message_id > bound;
+}
+
+static bool
+s_keep_up_to (const s_slot_t *slot, int64_t bound)
+{
+    return slot->message_id <= bound;
+}
+
+//  Enter a client_id; a key already there keeps the smaller message id
+static void
+s_put (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id, size_t len,
+       int64_t message_id)
+{
+    if ((self->count + 1) * 2 > self->capacity)
+        s_rebuild (self, self->capacity * 2, s_keep_all, 0);
+    uint64_t hash = s_hash (self, sender_id, client_id, len);
+    s_slot_t *slot = s_slot (self, hash, sender_id, client_id, len);
+    if (slot->entry) {
+        if (message_id < slot->message_id)
+            slot->message_id = message_id;
+        return;
+    }
+    s_entry_t *entry = (s_entry_t *) malloc (sizeof (s_entry_t) + len + 1);
+    assert (entry);
+    entry->len = len;
+    memcpy (entry->client_id, client_id, len);
+    entry->client_id [len] = 0;
+    slot->hash = hash;
+    slot->sender_id = sender_id;
+    slot->message_id = message_id;
+    slot->entry = entry;
+    self->count++;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Constructor and destructor
+
+static int
+s_fail (chat_sqlite_ids_t *self, const char *what)
+{
+    zsys_error ("sqlite %s: client ids: %s: %s", self->path, what, sqlite3_errmsg (self->db));
+    return -1;
+}
+
+//  Take in the rows above open_seen (their client_ids, and how far they go)
+static int
+s_read_tail (chat_sqlite_ids_t *self)
+{
+    sqlite3_bind_int64 (self->tail, 1, self->open_seen);
+    int rc;
+    while ((rc = sqlite3_step (self->tail)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64 (self->tail, 0);
+        const char *client_id = (const char *) sqlite3_column_text (self->tail, 2);
+        if (client_id)
+            s_put (self, sqlite3_column_int64 (self->tail, 1), client_id,
+                   (size_t) sqlite3_column_bytes (self->tail, 2), id);
+        if (id > self->open_seen)
+            self->open_seen = id;
+    }
+    sqlite3_reset (self->tail);
+    return rc == SQLITE_DONE? 0: s_fail (self, "read the newest messages");
+}
+
+chat_sqlite_ids_t *
+chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
+{
+    assert (db);
+    assert (path);
+    assert (merge_at > 0);
+    if (sodium_init () < 0) {
+        zsys_error ("sqlite %s: client ids: libsodium does not start", path);
+        return NULL;
+    }
+    chat_sqlite_ids_t *self = (chat_sqlite_ids_t *) zmalloc (sizeof (chat_sqlite_ids_t));
+    assert (self);
+    self->db = db;
+    self->path = strdup (path);
+    assert (self->path);
+    self->merge_at = merge_at;
+    crypto_shorthash_keygen (self->key);
+    self->capacity = 1024;
+    self->slots = (s_slot_t *) calloc (self->capacity, sizeof (s_slot_t));
+    assert (self->slots);
+
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2 (db,
+            "SELECT id, sender_id, client_id FROM private_messages WHERE id > ?1 ORDER BY id",
+            -1, &self->tail, NULL) != SQLITE_OK
+    ||  sqlite3_prepare_v2 (db,
+            "SELECT message_id FROM client_ids WHERE sender_id = ?1 AND client_id = ?2",
+            -1, &self->find, NULL) != SQLITE_OK
+    ||  sqlite3_prepare_v2 (db,
+            "INSERT OR IGNORE INTO client_ids (sender_id, client_id, message_id) VALUES (?1, ?2, ?3)",
+            -1, &self->merge, NULL) != SQLITE_OK
+    ||  sqlite3_prepare_v2 (db, "UPDATE client_ids_merged SET through_id = ?1",
+                            -1, &self->through, NULL) != SQLITE_OK
+    ||  sqlite3_prepare_v2 (db, "SELECT through_id FROM client_ids_merged", -1, &stmt, NULL) != SQLITE_OK
+    ||  sqlite3_step (stmt) != SQLITE_ROW)
+        goto failed;
+    self->merged_through = sqlite3_column_int64 (stmt, 0);
+    sqlite3_finalize (stmt);
+    stmt = NULL;
+    self->open_seen = self->merged_through;
+    if (s_read_tail (self))
+        goto failed;
+    self->seen = self->open_seen;
+    return self;
+
+failed:
+    s_fail (self, "load");
+    sqlite3_finalize (stmt);
+    chat_sqlite_ids_destroy (&self);
+    return NULL;
+}
+
+void
+chat_sqlite_ids_destroy (chat_sqlite_ids_t **self_p)
+{
+    assert (self_p);
+    chat_sqlite_ids_t *self = *self_p;
+    if (self) {
+        sqlite3_finalize (self->tail);
+        sqlite3_finalize (self->find);
+        sqlite3_finalize (self->merge);
+        sqlite3_finalize (self->through);
+        for (size_t i = 0; i < self->capacity; i++)
+            free (self->slots [i].entry);
+        free (self->slots);
+        free (self->sweep);
+        free (self->path);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Inside a transaction
+
+int
+chat_sqlite_ids_begin (chat_sqlite_ids_t *self)
+{
+    assert (self);
+    self->open_seen = self->seen;
+    self->open_stored = 0;
+    self->sweep_written = 0;
+    return s_read_tail (self);
+}
+
+int
+chat_sqlite_ids_find (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id,
+                      size_t len, int64_t *message_id)
+{
+    assert (self);
+    assert (client_id);
+    assert (message_id);
+    s_slot_t *slot = s_slot (self, s_hash (self, sender_id, client_id, len),
+                             sender_id, client_id, len);
+    if (slot->entry) {
+        *message_id = slot->message_id;
+        return 1;
+    }
+    sqlite3_bind_int64 (self->find, 1, sender_id);
+    sqlite3_bind_text (self->find, 2, client_id, (int) len, SQLITE_STATIC);
+    int rc = sqlite3_step (self->find);
+    if (rc == SQLITE_ROW)
+        *message_id = sqlite3_column_int64 (self->find, 0);
+    sqlite3_reset (self->find);
+    sqlite3_clear_bindings (self->find);
+    if (rc == SQLITE_ROW)
+        return 1;
+    return rc == SQLITE_DONE? 0: s_fail (self, "find");
+}
+
+void
+chat_sqlite_ids_add (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id,
+                     size_t len, int64_t message_id)
+{
+    assert (self);
+    assert (message_id > self->open_seen);
+    if (client_id)
+        s_put (self, sender_id, client_id, len, message_id);
+    self->open_seen = message_id;
+    self->open_stored++;
+}
+
+int
+chat_sqlite_ids_flush (chat_sqlite_ids_t *self)
+{
+    assert (self);
+    assert (self->sweep_written == 0);
+    if (!self->sweep)
+        return 0;
+    size_t chunk = self->open_stored * 2;
+    if (chunk < S_CHUNK_MIN)
+        chunk = S_CHUNK_MIN;
+    if (chunk > S_CHUNK_MAX)
+        chunk = S_CHUNK_MAX;
+    if (chunk > self->sweep_count - self->sweep_next)
+        chunk = self->sweep_count - self->sweep_next;
+    for (size_t i = 0; i < chunk; i++) {
+        s_slot_t *item = &self->sweep [self->sweep_next + i];
+        sqlite3_bind_int64 (self->merge, 1, item->sender_id);
+        sqlite3_bind_text (self->merge, 2, item->entry->client_id, (int) item->entry->len,
+                           SQLITE_STATIC);
+        sqlite3_bind_int64 (self->merge, 3, item->message_id);
+        int rc = sqlite3_step (self->merge);
+        sqlite3_reset (self->merge);
+        if (rc != SQLITE_DONE)
+            return s_fail (self, "merge");
+    }
+    if (self->sweep_next + chunk == self->sweep_count) {
+        sqlite3_bind_int64 (self->through, 1, self->sweep_through);
+        int rc = sqlite3_step (self->through);
+        sqlite3_reset (self->through);
+        if (rc != SQLITE_DONE)
+            return s_fail (self, "move through_id");
+    }
+    self->sweep_written = chunk;
+    return 0;
+}
+
+//  By sender, then message: a chunk then fills one sender's leaves of the
+//  table after the other (the order within a sender's few leaves does not
+//  change which pages it dirties), and the sort reads no entry
+static int
+s_compare (const void *a, const void *b)
+{
+    const s_slot_t *x = (const s_slot_t *) a;
+    const s_slot_t *y = (const s_slot_t *) b;
+    if (x->sender_id != y->sender_id)
+        return x->sender_id < y->sender_id? -1: 1;
+    return x->message_id < y->message_id? -1: x->message_id > y->message_id? 1: 0;
+}
+
+static void
+s_sweep_start (chat_sqlite_ids_t *self)
+{
+    self->sweep = (s_slot_t *) malloc (self->count * sizeof (s_slot_t));
+    assert (self->sweep);
+    self->sweep_count = 0;
+    for (size_t i = 0; i < self->capacity; i++)
+        if (self->slots [i].entry)
+            self->sweep [self->sweep_count++] = self->slots [i];
+    qsort (self->sweep, self->sweep_count, sizeof (s_slot_t), s_compare);
+    self->sweep_next = 0;
+    self->sweep_through = self->seen;
+}
+
+void
+chat_sqlite_ids_committed (chat_sqlite_ids_t *self)
+{
+    assert (self);
+    self->seen = self->open_seen;
+    if (self->sweep) {
+        self->sweep_next += self->sweep_written;
+        self->merged += self->sweep_written;
+        if (self->sweep_next == self->sweep_count) {
+            //  Every entry of the merge is in the table now
+            self->merged_through = self->sweep_through;
+            free (self->sweep);
+            self->sweep = NULL;
+            s_rebuild (self, self->capacity, s_keep_above, self->merged_through);
+            self->sweeps++;
+        }
+    }
+    if (!self->sweep && self->count >= self->merge_at)
+        s_sweep_start (self);
+    self->open_stored = 0;
+    self->sweep_written = 0;
+}
+
+void
+chat_sqlite_ids_rolled_back (chat_sqlite_ids_t *self)
+{
+    assert (self);
+    //  What the transaction entered has ids above seen; a merge's entries
+    //  are all at most seen, so the merge goes on from where it was
+    if (self->open_seen > self->seen)
+        s_rebuild (self, self->capacity, s_keep_up_to, self->seen);
+    self->open_seen = self->seen;
+    self->open_stored = 0;
+    self->sweep_written = 0;
+}
+
+chat_sqlite_ids_stats_t
+chat_sqlite_ids_stats (chat_sqlite_ids_t *self)
+{
+    assert (self);
+    chat_sqlite_ids_stats_t stats = {
+        .in_memory = self->count,
+        .merged_through = self->merged_through,
+        .sweeps = self->sweeps,
+        .merged = self->merged
+    };
+    return stats;
+}
