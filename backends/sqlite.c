@@ -20,10 +20,11 @@
     conversation rows in place (small rows, dense pages). Its client_id
     goes into memory and, with many others, later into the client_ids
     table, a sender's leaf at a time (migration 3, sqlite_client_ids.c:
-    as a UNIQUE index it was one more dirty leaf a message). Until migration 2 it also went into four per-user
-    indexes (partner, sent, received, unread), each with a hot leaf per
-    user, and is_read was a column; now the conversations table holds the
-    read marker and the partner list that sync and conversations walk.
+    as a UNIQUE index it was one more dirty leaf a message). Until
+    migration 2 it also went into four per-user indexes (partner, sent,
+    received, unread), each with a hot leaf per user, and is_read was a
+    column; now the conversations table holds the read marker and the
+    partner list that sync and conversations walk.
     Measured with chat-bench (1,000 users, window 8, 10 s, fresh database,
     synchronous = FULL, the 2-core VM), see docs/benchmarks.md:
 
@@ -969,7 +970,8 @@ s_commit (chat_backend_t *self)
 
 
 //  --------------------------------------------------------------------------
-//  Fill message from the sender's first message with its client_id, id
+//  Fill message from the stored message id: the sender's first one with
+//  this client_id
 
 static int
 s_message_first (chat_backend_t *self, chat_message_t *message, int64_t id)
