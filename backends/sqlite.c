@@ -934,7 +934,8 @@ s_rollback (chat_backend_t *self)
 }
 
 //  The client_ids of the messages stored since their last merge are read
-//  in the first transaction (by persistence: auth's handle never has one)
+//  in the first write transaction (persistence's: auth's handle never has
+//  one)
 
 static int
 s_begin (chat_backend_t *self)
@@ -952,16 +953,16 @@ s_begin (chat_backend_t *self)
 }
 
 //  A commit that fails rolls the whole batch back. The chunk of a merge of
-//  client_ids in progress goes in with it (mark_read's own transaction on
-//  a handle that never stored messages has none).
+//  client_ids in progress goes in with it.
 
 static int
 s_commit (chat_backend_t *self)
 {
     assert (self);
-    int rc = !self->client_ids || chat_sqlite_ids_flush (self->client_ids) == 0
+    assert (self->client_ids);          //  Every write transaction is s_begin's
+    int rc = chat_sqlite_ids_flush (self->client_ids) == 0
            ? s_step_once (self, S_COMMIT, "commit"): CHAT_DB_UNAVAILABLE;
-    if (rc == CHAT_DB_OK && self->client_ids)
+    if (rc == CHAT_DB_OK)
         chat_sqlite_ids_committed (self->client_ids);
     else
         s_rollback (self);
@@ -1028,10 +1029,12 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
     assert (self->client_ids);
     *duplicate = false;
     size_t client_id_len = message->client_id? strlen (message->client_id): 0;
+    uint64_t client_id_key = 0;
     if (message->client_id) {
         int64_t first_id = 0;
         int found = chat_sqlite_ids_find (self->client_ids, message->from_user_id,
-                                          message->client_id, client_id_len, &first_id);
+                                          message->client_id, client_id_len,
+                                          &client_id_key, &first_id);
         if (found < 0)
             return CHAT_DB_UNAVAILABLE;
         if (found) {
@@ -1056,9 +1059,9 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
         message->id = sqlite3_last_insert_rowid (self->db);
         message->created_ms = now_ms;
         message->is_read = false;
-        chat_sqlite_ids_add (self->client_ids, message->from_user_id, message->client_id,
-                             client_id_len, message->id);
-        rc = s_conversation_touch (self, message);
+        rc = chat_sqlite_ids_add (self->client_ids, message->from_user_id, message->client_id,
+                                  client_id_len, client_id_key, message->id) == 0
+           ? s_conversation_touch (self, message): CHAT_DB_UNAVAILABLE;
     }
     else
     if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -1302,7 +1305,7 @@ s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
     assert (self);
     bool own_tx = sqlite3_get_autocommit (self->db) != 0;
     int64_t count = 0;
-    int rc = own_tx? s_step_once (self, S_BEGIN, "mark_read (begin)"): CHAT_DB_OK;
+    int rc = own_tx? s_begin (self): CHAT_DB_OK;
     if (rc != CHAT_DB_OK)
         goto done;
 

@@ -22,7 +22,7 @@
     client_id) -> message_id is an index of them kept up to
     client_ids_merged.through_id: every message with an id at most that
     has its entry in the table. The entries of later messages are here, in
-    a hash table keyed by SipHash (libsodium's crypto_shorthash, a random
+    a chat_idmap keyed by SipHash (libsodium's crypto_shorthash, a random
     key per process, so that chosen client_ids cannot make it slow). When
     it holds merge_at entries (sqlite.c: 65,536) a merge starts: the
     entries, sorted by sender, go into the table a chunk per commit, in
@@ -40,6 +40,7 @@
 */
 
 #include "sqlite_client_ids.h"
+#include "chat_idmap.h"
 #include <assert.h>
 #include <czmq.h>
 #include <sodium.h>
@@ -50,21 +51,24 @@
 #define S_CHUNK_MIN     64              //  Entries a commit merges, at least
 #define S_CHUNK_MAX     4096            //  And at most
 
-//  The bytes of one client_id
-typedef struct {
+//  One client_id of one message. The map's key is its SipHash; entries
+//  whose keys share a hash (in practice never) are chained.
+typedef struct s_entry_t {
+    struct s_entry_t *next;             //  Next entry with the same hash
+    uint64_t key;                       //  Its key in the map
+    int64_t sender_id;                  //  Who sent it
+    int64_t message_id;                 //  The first message with it
     size_t len;                         //  Bytes of client_id
     char client_id [];                  //  len bytes, then a NUL
 } s_entry_t;
 
-//  One client_id of one message: a slot of the hash table, and an item of
-//  a merge. The key's hash and numbers are here, so that a probe and a
-//  sort read the entry only when the hash matches.
+//  An entry of a merge, with what it is sorted by, so that the sort reads
+//  no entry
 typedef struct {
-    uint64_t hash;                      //  s_hash of sender_id and client_id
-    int64_t sender_id;                  //  Who sent it
-    int64_t message_id;                 //  The first message with it
-    s_entry_t *entry;                   //  Its bytes; NULL: an empty slot
-} s_slot_t;
+    int64_t sender_id;                  //  The entry's
+    int64_t message_id;                 //  The entry's
+    s_entry_t *entry;                   //  The entry (owned by the map)
+} s_item_t;
 
 struct chat_sqlite_ids_t {
     sqlite3 *db;                        //  The writer's connection (not ours)
@@ -74,16 +78,15 @@ struct chat_sqlite_ids_t {
     sqlite3_stmt *merge;                //  One entry into the table
     sqlite3_stmt *through;              //  Move client_ids_merged.through_id
     unsigned char key [crypto_shorthash_KEYBYTES];  //  SipHash key
-    s_slot_t *slots;                    //  Open addressing, linear probing
-    size_t capacity;                    //  Slots, a power of two
-    size_t count;                       //  Entries in slots
+    chat_idmap_t map;                   //  Key -> chain of s_entry_t
+    size_t count;                       //  Entries in the map
     int64_t seen;                       //  Every committed row with id <= seen
-                                        //  is in the table or in slots
+                                        //  is in the table or in the map
     int64_t open_seen;                  //  The same, inside the transaction
     size_t open_stored;                 //  Messages the transaction stored
     int64_t merged_through;             //  through_id as committed
     size_t merge_at;                    //  Entries in memory that start a merge
-    s_slot_t *sweep;                    //  The merge in progress, by sender
+    s_item_t *sweep;                    //  The merge in progress, by sender
     size_t sweep_count;                 //  Its entries
     size_t sweep_next;                  //  First entry not yet committed
     size_t sweep_written;               //  Entries the open transaction wrote
@@ -94,110 +97,91 @@ struct chat_sqlite_ids_t {
 
 
 //  --------------------------------------------------------------------------
-//  The hash table
+//  The entries in memory: a chat_idmap keyed by SipHash of sender and
+//  client_id (0, which the map reserves, counts as 1)
 
 static uint64_t
-s_hash (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id, size_t len)
+s_key (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id, size_t len)
 {
     unsigned char pair [crypto_shorthash_BYTES + sizeof (int64_t)];
     crypto_shorthash (pair, (const unsigned char *) client_id, len, self->key);
     memcpy (pair + crypto_shorthash_BYTES, &sender_id, sizeof (int64_t));
     unsigned char out [crypto_shorthash_BYTES];
     crypto_shorthash (out, pair, sizeof pair, self->key);
-    uint64_t hash;
-    memcpy (&hash, out, sizeof hash);
-    return hash;
+    uint64_t key;
+    memcpy (&key, out, sizeof key);
+    return key? key: 1;
 }
 
-//  The slot that holds this key, or the empty slot where it would go
-static s_slot_t *
-s_slot (chat_sqlite_ids_t *self, uint64_t hash, int64_t sender_id,
-        const char *client_id, size_t len)
+static s_entry_t *
+s_lookup (chat_sqlite_ids_t *self, uint64_t key, int64_t sender_id,
+          const char *client_id, size_t len)
 {
-    size_t mask = self->capacity - 1;
-    for (size_t i = hash & mask;; i = (i + 1) & mask) {
-        s_slot_t *slot = &self->slots [i];
-        if (!slot->entry
-        ||  (slot->hash == hash && slot->sender_id == sender_id && slot->entry->len == len
-             && memcmp (slot->entry->client_id, client_id, len) == 0))
-            return slot;
-    }
+    s_entry_t *entry = (s_entry_t *) chat_idmap_get (&self->map, key);
+    while (entry && (entry->sender_id != sender_id || entry->len != len
+                     || memcmp (entry->client_id, client_id, len) != 0))
+        entry = entry->next;
+    return entry;
 }
 
-//  Put every entry that keep says to keep into a table of capacity slots
-//  (the keys are distinct: each goes into the first empty slot); the others
-//  are freed
-static void
-s_rebuild (chat_sqlite_ids_t *self, size_t capacity, bool (*keep) (const s_slot_t *, int64_t),
-           int64_t bound)
+//  Enter a client_id that is not in the map: 0, or -1 (logged) if the map
+//  cannot grow
+static int
+s_put (chat_sqlite_ids_t *self, uint64_t key, int64_t sender_id, const char *client_id,
+       size_t len, int64_t message_id)
 {
-    s_slot_t *old = self->slots;
-    size_t old_capacity = self->capacity;
-    self->slots = (s_slot_t *) calloc (capacity, sizeof (s_slot_t));
-    assert (self->slots);
-    self->capacity = capacity;
-    self->count = 0;
-    size_t mask = capacity - 1;
-    for (size_t i = 0; i < old_capacity; i++) {
-        if (!old [i].entry)
-            continue;
-        if (keep (&old [i], bound)) {
-            size_t j = old [i].hash & mask;
-            while (self->slots [j].entry)
-                j = (j + 1) & mask;
-            self->slots [j] = old [i];
-            self->count++;
-        }
-        else
-            free (old [i].entry);
-    }
-    free (old);
-}
-
-static bool
-s_keep_all (const s_slot_t *slot, int64_t bound)
-{
-    (void) slot;
-    (void) bound;
-    return true;
-}
-
-static bool
-s_keep_above (const s_slot_t *slot, int64_t bound)
-{
-    return slot->message_id > bound;
-}
-
-static bool
-s_keep_up_to (const s_slot_t *slot, int64_t bound)
-{
-    return slot->message_id <= bound;
-}
-
-//  Enter a client_id; a key already there keeps the smaller message id
-static void
-s_put (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id, size_t len,
-       int64_t message_id)
-{
-    if ((self->count + 1) * 2 > self->capacity)
-        s_rebuild (self, self->capacity * 2, s_keep_all, 0);
-    uint64_t hash = s_hash (self, sender_id, client_id, len);
-    s_slot_t *slot = s_slot (self, hash, sender_id, client_id, len);
-    if (slot->entry) {
-        if (message_id < slot->message_id)
-            slot->message_id = message_id;
-        return;
-    }
     s_entry_t *entry = (s_entry_t *) malloc (sizeof (s_entry_t) + len + 1);
     assert (entry);
+    entry->next = (s_entry_t *) chat_idmap_get (&self->map, key);
+    entry->key = key;
+    entry->sender_id = sender_id;
+    entry->message_id = message_id;
     entry->len = len;
     memcpy (entry->client_id, client_id, len);
     entry->client_id [len] = 0;
-    slot->hash = hash;
-    slot->sender_id = sender_id;
-    slot->message_id = message_id;
-    slot->entry = entry;
+    if (chat_idmap_put (&self->map, key, entry) != 0) {
+        zsys_error ("sqlite %s: client ids: out of memory", self->path);
+        free (entry);
+        return -1;
+    }
     self->count++;
+    return 0;
+}
+
+static void
+s_remove (chat_sqlite_ids_t *self, s_entry_t *entry)
+{
+    s_entry_t *head = (s_entry_t *) chat_idmap_get (&self->map, entry->key);
+    if (head == entry) {
+        if (entry->next)
+            chat_idmap_put (&self->map, entry->key, entry->next);
+        else
+            chat_idmap_remove (&self->map, entry->key);
+    }
+    else {
+        while (head->next != entry)
+            head = head->next;
+        head->next = entry->next;
+    }
+    free (entry);
+    self->count--;
+}
+
+//  The entries with message_id in (above, up_to], as merge items
+static s_item_t *
+s_items (chat_sqlite_ids_t *self, int64_t above, int64_t up_to, size_t *count)
+{
+    s_item_t *items = (s_item_t *) malloc ((self->count + 1) * sizeof (s_item_t));
+    assert (items);
+    *count = 0;
+    size_t cursor = 0;
+    uint64_t key;
+    void *value;
+    while (chat_idmap_next (&self->map, &cursor, &key, &value))
+        for (s_entry_t *entry = (s_entry_t *) value; entry; entry = entry->next)
+            if (entry->message_id > above && entry->message_id <= up_to)
+                items [(*count)++] = (s_item_t) { entry->sender_id, entry->message_id, entry };
+    return items;
 }
 
 
@@ -220,9 +204,15 @@ s_read_tail (chat_sqlite_ids_t *self)
     while ((rc = sqlite3_step (self->tail)) == SQLITE_ROW) {
         int64_t id = sqlite3_column_int64 (self->tail, 0);
         const char *client_id = (const char *) sqlite3_column_text (self->tail, 2);
-        if (client_id)
-            s_put (self, sqlite3_column_int64 (self->tail, 1), client_id,
-                   (size_t) sqlite3_column_bytes (self->tail, 2), id);
+        int64_t sender_id = sqlite3_column_int64 (self->tail, 1);
+        size_t len = (size_t) sqlite3_column_bytes (self->tail, 2);
+        //  A client_id already there keeps its earlier message
+        uint64_t key = client_id? s_key (self, sender_id, client_id, len): 0;
+        if (client_id && !s_lookup (self, key, sender_id, client_id, len)
+        &&  s_put (self, key, sender_id, client_id, len, id) != 0) {
+            sqlite3_reset (self->tail);
+            return -1;
+        }
         if (id > self->open_seen)
             self->open_seen = id;
     }
@@ -247,9 +237,7 @@ chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
     assert (self->path);
     self->merge_at = merge_at;
     crypto_shorthash_keygen (self->key);
-    self->capacity = 1024;
-    self->slots = (s_slot_t *) calloc (self->capacity, sizeof (s_slot_t));
-    assert (self->slots);
+    chat_idmap_init (&self->map);
 
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2 (db,
@@ -292,9 +280,15 @@ chat_sqlite_ids_destroy (chat_sqlite_ids_t **self_p)
         sqlite3_finalize (self->find);
         sqlite3_finalize (self->merge);
         sqlite3_finalize (self->through);
-        for (size_t i = 0; i < self->capacity; i++)
-            free (self->slots [i].entry);
-        free (self->slots);
+        size_t cursor = 0;
+        uint64_t key;
+        void *value;
+        while (chat_idmap_next (&self->map, &cursor, &key, &value))
+            for (s_entry_t *entry = (s_entry_t *) value, *next; entry; entry = next) {
+                next = entry->next;
+                free (entry);
+            }
+        chat_idmap_release (&self->map);
         free (self->sweep);
         free (self->path);
         free (self);
@@ -318,15 +312,16 @@ chat_sqlite_ids_begin (chat_sqlite_ids_t *self)
 
 int
 chat_sqlite_ids_find (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id,
-                      size_t len, int64_t *message_id)
+                      size_t len, uint64_t *key, int64_t *message_id)
 {
     assert (self);
     assert (client_id);
+    assert (key);
     assert (message_id);
-    s_slot_t *slot = s_slot (self, s_hash (self, sender_id, client_id, len),
-                             sender_id, client_id, len);
-    if (slot->entry) {
-        *message_id = slot->message_id;
+    *key = s_key (self, sender_id, client_id, len);
+    s_entry_t *entry = s_lookup (self, *key, sender_id, client_id, len);
+    if (entry) {
+        *message_id = entry->message_id;
         return 1;
     }
     sqlite3_bind_int64 (self->find, 1, sender_id);
@@ -335,22 +330,20 @@ chat_sqlite_ids_find (chat_sqlite_ids_t *self, int64_t sender_id, const char *cl
     if (rc == SQLITE_ROW)
         *message_id = sqlite3_column_int64 (self->find, 0);
     sqlite3_reset (self->find);
-    sqlite3_clear_bindings (self->find);
     if (rc == SQLITE_ROW)
         return 1;
     return rc == SQLITE_DONE? 0: s_fail (self, "find");
 }
 
-void
+int
 chat_sqlite_ids_add (chat_sqlite_ids_t *self, int64_t sender_id, const char *client_id,
-                     size_t len, int64_t message_id)
+                     size_t len, uint64_t key, int64_t message_id)
 {
     assert (self);
     assert (message_id > self->open_seen);
-    if (client_id)
-        s_put (self, sender_id, client_id, len, message_id);
     self->open_seen = message_id;
     self->open_stored++;
+    return client_id? s_put (self, key, sender_id, client_id, len, message_id): 0;
 }
 
 int
@@ -368,7 +361,7 @@ chat_sqlite_ids_flush (chat_sqlite_ids_t *self)
     if (chunk > self->sweep_count - self->sweep_next)
         chunk = self->sweep_count - self->sweep_next;
     for (size_t i = 0; i < chunk; i++) {
-        s_slot_t *item = &self->sweep [self->sweep_next + i];
+        s_item_t *item = &self->sweep [self->sweep_next + i];
         sqlite3_bind_int64 (self->merge, 1, item->sender_id);
         sqlite3_bind_text (self->merge, 2, item->entry->client_id, (int) item->entry->len,
                            SQLITE_STATIC);
@@ -395,8 +388,8 @@ chat_sqlite_ids_flush (chat_sqlite_ids_t *self)
 static int
 s_compare (const void *a, const void *b)
 {
-    const s_slot_t *x = (const s_slot_t *) a;
-    const s_slot_t *y = (const s_slot_t *) b;
+    const s_item_t *x = (const s_item_t *) a;
+    const s_item_t *y = (const s_item_t *) b;
     if (x->sender_id != y->sender_id)
         return x->sender_id < y->sender_id? -1: 1;
     return x->message_id < y->message_id? -1: x->message_id > y->message_id? 1: 0;
@@ -405,13 +398,8 @@ s_compare (const void *a, const void *b)
 static void
 s_sweep_start (chat_sqlite_ids_t *self)
 {
-    self->sweep = (s_slot_t *) malloc (self->count * sizeof (s_slot_t));
-    assert (self->sweep);
-    self->sweep_count = 0;
-    for (size_t i = 0; i < self->capacity; i++)
-        if (self->slots [i].entry)
-            self->sweep [self->sweep_count++] = self->slots [i];
-    qsort (self->sweep, self->sweep_count, sizeof (s_slot_t), s_compare);
+    self->sweep = s_items (self, INT64_MIN, INT64_MAX, &self->sweep_count);
+    qsort (self->sweep, self->sweep_count, sizeof (s_item_t), s_compare);
     self->sweep_next = 0;
     self->sweep_through = self->seen;
 }
@@ -427,9 +415,10 @@ chat_sqlite_ids_committed (chat_sqlite_ids_t *self)
         if (self->sweep_next == self->sweep_count) {
             //  Every entry of the merge is in the table now
             self->merged_through = self->sweep_through;
+            for (size_t i = 0; i < self->sweep_count; i++)
+                s_remove (self, self->sweep [i].entry);
             free (self->sweep);
             self->sweep = NULL;
-            s_rebuild (self, self->capacity, s_keep_above, self->merged_through);
             self->sweeps++;
         }
     }
@@ -445,8 +434,13 @@ chat_sqlite_ids_rolled_back (chat_sqlite_ids_t *self)
     assert (self);
     //  What the transaction entered has ids above seen; a merge's entries
     //  are all at most seen, so the merge goes on from where it was
-    if (self->open_seen > self->seen)
-        s_rebuild (self, self->capacity, s_keep_up_to, self->seen);
+    if (self->open_seen > self->seen) {
+        size_t count = 0;
+        s_item_t *items = s_items (self, self->seen, INT64_MAX, &count);
+        for (size_t i = 0; i < count; i++)
+            s_remove (self, items [i].entry);
+        free (items);
+    }
     self->open_seen = self->seen;
     self->open_stored = 0;
     self->sweep_written = 0;

@@ -34,14 +34,19 @@ int chat_sqlite_ids_begin (chat_sqlite_ids_t *self);
 
 //  The id of the sender's message with this client_id, stored before or
 //  earlier in the open transaction: 1 found (*message_id set), 0 not
-//  used, -1 the database failed (logged).
+//  used, -1 the database failed (logged). *key is set to the client_id's
+//  key, for chat_sqlite_ids_add.
 int chat_sqlite_ids_find (chat_sqlite_ids_t *self, int64_t sender_id,
-                          const char *client_id, size_t len, int64_t *message_id);
+                          const char *client_id, size_t len, uint64_t *key,
+                          int64_t *message_id);
 
-//  The open transaction stored message_id, with this client_id or none
-//  (NULL): every message it stores, in id order
-void chat_sqlite_ids_add (chat_sqlite_ids_t *self, int64_t sender_id,
-                          const char *client_id, size_t len, int64_t message_id);
+//  The open transaction stored message_id, with this client_id (key as
+//  chat_sqlite_ids_find set it, which found it unused) or none (NULL):
+//  every message it stores, in id order. 0, or -1 (logged: out of memory;
+//  the transaction must go).
+int chat_sqlite_ids_add (chat_sqlite_ids_t *self, int64_t sender_id,
+                          const char *client_id, size_t len, uint64_t key,
+                          int64_t message_id);
 
 //  Just before COMMIT: write the next chunk of a merge in progress, in
 //  the same transaction. 0, or -1 (logged; the transaction must go).

@@ -102,9 +102,11 @@ s_store (s_fixture_t *self, int64_t sender, int key, bool *duplicate)
     char client_id [32];
     int len = snprintf (client_id, sizeof client_id, "k%d", key);
     int64_t first = 0;
+    uint64_t map_key = 0;
     *duplicate = false;
     if (key >= 0) {
-        int found = chat_sqlite_ids_find (self->ids, sender, client_id, (size_t) len, &first);
+        int found = chat_sqlite_ids_find (self->ids, sender, client_id, (size_t) len,
+                                          &map_key, &first);
         assert_true (found >= 0);
         if (found) {
             *duplicate = true;
@@ -121,7 +123,8 @@ s_store (s_fixture_t *self, int64_t sender, int key, bool *duplicate)
     assert_int_equal (sqlite3_step (stmt), SQLITE_DONE);
     sqlite3_finalize (stmt);
     int64_t id = sqlite3_last_insert_rowid (self->db);
-    chat_sqlite_ids_add (self->ids, sender, key >= 0? client_id: NULL, (size_t) len, id);
+    assert_int_equal (chat_sqlite_ids_add (self->ids, sender, key >= 0? client_id: NULL,
+                                           (size_t) len, map_key, id), 0);
     return id;
 }
 
@@ -134,7 +137,9 @@ s_check_all (s_fixture_t *self, int keys)
             char client_id [32];
             int len = snprintf (client_id, sizeof client_id, "k%d", key);
             int64_t id = -1;
-            int found = chat_sqlite_ids_find (self->ids, sender, client_id, (size_t) len, &id);
+            uint64_t map_key = 0;
+            int found = chat_sqlite_ids_find (self->ids, sender, client_id, (size_t) len,
+                                              &map_key, &id);
             int64_t expected = self->ids_of [sender - 1][key];
             assert_int_equal (found, expected? 1: 0);
             if (expected)
