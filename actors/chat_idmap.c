@@ -14,6 +14,16 @@ s_slot (uint64_t key, size_t capacity)
     return (size_t) ((key * 11400714819323198485ull) >> 17) & (capacity - 1);
 }
 
+//  The slot that holds key, or the empty slot that ends its probe run
+static size_t
+s_find (const chat_idmap_t *map, uint64_t key)
+{
+    size_t i = s_slot (key, map->capacity);
+    while (map->keys [i] && map->keys [i] != key)
+        i = (i + 1) & (map->capacity - 1);
+    return i;
+}
+
 void
 chat_idmap_init (chat_idmap_t *map)
 {
@@ -37,10 +47,8 @@ chat_idmap_get (const chat_idmap_t *map, uint64_t key)
     assert (key);
     if (!map->capacity)
         return NULL;
-    for (size_t i = s_slot (key, map->capacity); map->keys [i]; i = (i + 1) & (map->capacity - 1))
-        if (map->keys [i] == key)
-            return map->values [i];
-    return NULL;
+    size_t i = s_find (map, key);
+    return map->keys [i]? map->values [i]: NULL;
 }
 
 static int
@@ -74,13 +82,16 @@ int
 chat_idmap_put (chat_idmap_t *map, uint64_t key, void *value)
 {
     assert (key);
-    if ((map->count + 1) * 4 > map->capacity * 3 && s_grow (map) != 0)
-        return -1;
-    size_t i = s_slot (key, map->capacity);
-    while (map->keys [i] && map->keys [i] != key)
-        i = (i + 1) & (map->capacity - 1);
-    if (!map->keys [i])
+    size_t i = map->capacity? s_find (map, key): 0;
+    //  Only a new key can need the map to grow: a replacement never fails
+    if (!map->capacity || !map->keys [i]) {
+        if ((map->count + 1) * 4 > map->capacity * 3) {
+            if (s_grow (map) != 0)
+                return -1;
+            i = s_find (map, key);
+        }
         map->count++;
+    }
     map->keys [i] = key;
     map->values [i] = value;
     return 0;
@@ -93,9 +104,7 @@ chat_idmap_remove (chat_idmap_t *map, uint64_t key)
     if (!map->capacity)
         return NULL;
     size_t mask = map->capacity - 1;
-    size_t i = s_slot (key, map->capacity);
-    while (map->keys [i] && map->keys [i] != key)
-        i = (i + 1) & mask;
+    size_t i = s_find (map, key);
     if (!map->keys [i])
         return NULL;
     void *value = map->values [i];

@@ -131,7 +131,10 @@ s_put (chat_sqlite_ids_t *self, uint64_t key, int64_t sender_id, const char *cli
        size_t len, int64_t message_id)
 {
     s_entry_t *entry = (s_entry_t *) malloc (sizeof (s_entry_t) + len + 1);
-    assert (entry);
+    if (!entry) {
+        zsys_error ("sqlite %s: client ids: out of memory", self->path);
+        return -1;
+    }
     entry->next = (s_entry_t *) chat_idmap_get (&self->map, key);
     entry->key = key;
     entry->sender_id = sender_id;
@@ -153,8 +156,12 @@ s_remove (chat_sqlite_ids_t *self, s_entry_t *entry)
 {
     s_entry_t *head = (s_entry_t *) chat_idmap_get (&self->map, entry->key);
     if (head == entry) {
-        if (entry->next)
-            chat_idmap_put (&self->map, entry->key, entry->next);
+        if (entry->next) {
+            //  A replacement: it never fails (chat_idmap.h)
+            int rc = chat_idmap_put (&self->map, entry->key, entry->next);
+            assert (rc == 0);
+            (void) rc;
+        }
         else
             chat_idmap_remove (&self->map, entry->key);
     }

@@ -25,7 +25,8 @@ void chat_idmap_init (chat_idmap_t *map);
 void chat_idmap_release (chat_idmap_t *map);
 //  Returns the value or NULL
 void *chat_idmap_get (const chat_idmap_t *map, uint64_t key);
-//  Insert or replace; returns 0, or -1 if out of memory
+//  Insert or replace; returns 0, or -1 if out of memory (only an insert
+//  can fail: replacing a key never allocates)
 int chat_idmap_put (chat_idmap_t *map, uint64_t key, void *value);
 //  Remove; returns the value that was there or NULL
 void *chat_idmap_remove (chat_idmap_t *map, uint64_t key);
