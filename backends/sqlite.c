@@ -16,11 +16,13 @@
     trip to save). What a batch costs is mostly the kernel: every commit
     writes each B-tree page it dirtied into the WAL (synchronous = FULL:
     and fdatasyncs it). A message appends to the table (the last page),
-    adds an entry to the pair index (a leaf per pair) and rewrites its two
-    conversation rows in place (small rows, dense pages). Its client_id
-    goes into memory and, with many others, later into the client_ids
-    table, a sender's leaf at a time (migration 3, sqlite_client_ids.c:
-    as a UNIQUE index it was one more dirty leaf a message). Until
+    and rewrites its two conversation rows in place (small rows, dense
+    pages). Its client_id goes into memory and, with many others, later
+    into the client_ids table, a sender's leaf at a time (migration 3,
+    sqlite_client_ids.c: as a UNIQUE index it was one more dirty leaf a
+    message). Its (sender, receiver, id) goes the same way into the
+    message_pairs table (migration 4, sqlite_pairs.c: as the pair index of
+    private_messages it was one more dirty leaf a message). Until
     migration 2 it also went into four per-user indexes (partner, sent,
     received, unread), each with a hot leaf per user, and is_read was a
     column; now the conversations table holds the read marker and the
@@ -61,12 +63,14 @@
     has the before and after.
 
     Read path. Every query is bounded by what it returns, not by the size
-    of the table: history is two backward ranges of the pair index; sync
-    merges the directions of the conversations with a message above
-    after_id (last_id), one pair-index probe per message taken (s_sync);
-    conversations is
-    the user's rows, with a probe for each last message and a count of
-    what is above the read marker; mark_read reads and moves one marker.
+    of the table. "A direction" below is one direction of a conversation:
+    its ids in message_pairs up to through_id, then those in memory
+    (sqlite_pairs.c), read in one transaction. History is two backward
+    ranges of directions; sync merges the directions of the conversations
+    with a message above after_id (last_id), one probe per message taken
+    (s_sync); conversations is the user's rows, with a probe for each last
+    message and a count of what is above the read marker; mark_read reads
+    and moves one marker.
 
     What a history page costs from disk. The table is in id order, in
     which conversations are interleaved: a page of 50 messages joins to
@@ -94,6 +98,7 @@
 #include "sqlite_vfs.h"
 #include "sqlite_checkpoint.h"
 #include "sqlite_client_ids.h"
+#include "sqlite_pairs.h"
 #include "sqlite_pcache.h"
 #include <czmq.h>
 #include <limits.h>
@@ -113,6 +118,8 @@
 #define S_WAL_CHECKPOINT        16384           //  Pages: 64 MiB of WAL
 #define S_CLIENT_IDS_MERGE_AT   65536           //  client_ids in memory before
                                                 //  a merge (sqlite_client_ids.c)
+#define S_PAIRS_MERGE_AT        65536           //  Pair ids in memory before a
+                                                //  merge (sqlite_pairs.c)
 #define S_JOURNAL_SIZE_LIMIT    "100663296"     //  WAL kept at most 96 MiB: the
                                                 //  threshold and the commits made
                                                 //  while it is copied, so that a
@@ -252,6 +259,24 @@ static const char *s_migrations [] = {
     "INSERT INTO client_ids_merged SELECT coalesce (max (id), 0) FROM private_messages;"
     "DROP INDEX private_messages_client;"
     ,
+    //  4: the ids of each direction of a conversation, in a table of their
+    //  own that is filled in sorted chunks (sqlite_pairs.c), instead of the
+    //  pair index, which took an entry (and dirtied the pair's leaf) with
+    //  every message. Every message with an id up to
+    //  message_pairs_merged.through_id has its entry in message_pairs; the
+    //  later ones are read back from their rows.
+    "CREATE TABLE message_pairs ("
+    "    sender_id INTEGER NOT NULL,"
+    "    receiver_id INTEGER NOT NULL,"
+    "    id INTEGER NOT NULL,"
+    "    PRIMARY KEY (sender_id, receiver_id, id)"
+    ") WITHOUT ROWID;"
+    "INSERT INTO message_pairs (sender_id, receiver_id, id)"
+    "    SELECT sender_id, receiver_id, id FROM private_messages ORDER BY 1, 2, 3;"
+    "CREATE TABLE message_pairs_merged (through_id INTEGER NOT NULL);"
+    "INSERT INTO message_pairs_merged SELECT coalesce (max (id), 0) FROM private_messages;"
+    "DROP INDEX private_messages_pair;"
+    ,
     NULL
 };
 
@@ -274,7 +299,7 @@ typedef enum {
     S_MESSAGE_INSERT,
     S_CONVERSATION_TOUCH,
     S_MESSAGE_FIRST,
-    S_HISTORY,
+    S_PAIR_BEFORE,
     S_BEGIN_READ,
     S_SYNC_PARTNERS,
     S_SYNC_NEXT,
@@ -348,66 +373,58 @@ static const char *s_sql [S_STMT_COUNT] = {
         S_READ_JOIN
         " WHERE m.id = ?1",
 
-    //  ?1 user, ?2 partner, ?3 before_id, ?4 limit + 1. Each direction takes
-    //  its own newest n+1 ids from the pair index; the merged n+1 newest are
-    //  joined to their rows and returned ascending, with the page size as
-    //  the last column (n+1 rows: the oldest is only there to say has_more).
-    //  UNION (not ALL) so that a conversation with oneself counts once.
-    [S_HISTORY] =
-        "SELECT " S_MESSAGE_COLUMNS ", count (*) OVER () AS total"
-        "  FROM (SELECT id FROM (SELECT id FROM private_messages"
-        "                         WHERE sender_id = ?1 AND receiver_id = ?2 AND id < ?3"
-        "                         ORDER BY id DESC LIMIT ?4)"
-        "        UNION"
-        "        SELECT id FROM (SELECT id FROM private_messages"
-        "                         WHERE sender_id = ?2 AND receiver_id = ?1 AND id < ?3"
-        "                         ORDER BY id DESC LIMIT ?4)"
-        "        ORDER BY id DESC LIMIT ?4) AS page"
-        "  JOIN private_messages AS m ON m.id = page.id"
-        S_MESSAGE_JOINS
-        " ORDER BY m.id",
-    //  Sync (s_sync merges the directions of the user's conversations):
-    //  a read transaction, so that every statement sees one snapshot
+    //  ?1 sender, ?2 receiver, ?3 bound, ?4 n: the newest n ids of that
+    //  direction in message_pairs below the bound, newest first (a range
+    //  of the table bounded by the page)
+    [S_PAIR_BEFORE] =
+        "SELECT id FROM message_pairs"
+        " WHERE sender_id = ?1 AND receiver_id = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4",
+    //  A read of several statements (s_read_begin): one snapshot
     [S_BEGIN_READ] = "BEGIN",
     //  ?1 user, ?2 after_id: the partners with a message above after_id
     [S_SYNC_PARTNERS] =
         "SELECT partner_id FROM conversations WHERE user_id = ?1 AND last_id > ?2",
-    //  ?1 sender, ?2 recipient, ?3 bound: the next id of that direction
-    //  above the bound, one probe of the pair index
+    //  ?1 sender, ?2 recipient, ?3 bound, ?4 through_id: the next id of
+    //  that direction in message_pairs above the bound, one probe
     [S_SYNC_NEXT] =
-        "SELECT id FROM private_messages"
-        " WHERE sender_id = ?1 AND receiver_id = ?2 AND id > ?3 ORDER BY id LIMIT 1",
+        "SELECT id FROM message_pairs"
+        " WHERE sender_id = ?1 AND receiver_id = ?2 AND id > ?3 AND id <= ?4"
+        " ORDER BY id LIMIT 1",
     //  ?1 message id
     [S_MESSAGE_BY_ID] =
         "SELECT " S_MESSAGE_COLUMNS
         "  FROM private_messages AS m"
         S_MESSAGE_JOINS
         " WHERE m.id = ?1",
-    //  ?1 reader, ?2 partner, ?3 up_to_id: where the reader's marker moves
-    //  to (up_to_id, but never past the partner's newest message, so that
-    //  later messages stay unread) and how many messages above the marker
-    //  now that marks. No row: the two never exchanged a message.
+    //  ?1 reader, ?2 partner, ?3 up_to_id, ?4 through_id: the reader's
+    //  marker, and of the partner's messages to the reader in
+    //  message_pairs the newest and how many are above the marker up to
+    //  up_to_id (s_mark_read adds those in memory). No row: the two never
+    //  exchanged a message.
     [S_READ_STATE] =
-        "SELECT min (?3, coalesce ("
-        "           (SELECT max (id) FROM private_messages"
-        "             WHERE sender_id = ?2 AND receiver_id = ?1), 0)),"
-        "       (SELECT count (*) FROM private_messages"
+        "SELECT c.read_up_to,"
+        "       coalesce ((SELECT id FROM message_pairs"
+        "                   WHERE sender_id = ?2 AND receiver_id = ?1 AND id <= ?4"
+        "                   ORDER BY id DESC LIMIT 1), 0),"
+        "       (SELECT count (*) FROM message_pairs"
         "         WHERE sender_id = ?2 AND receiver_id = ?1"
-        "           AND id > c.read_up_to AND id <= ?3)"
+        "           AND id > c.read_up_to AND id <= min (?3, ?4))"
         "  FROM conversations AS c WHERE c.user_id = ?1 AND c.partner_id = ?2",
     //  ?1 reader, ?2 partner, ?3 the new marker
     [S_READ_UP_TO] =
         "UPDATE conversations SET read_up_to = ?3"
         " WHERE user_id = ?1 AND partner_id = ?2 AND read_up_to < ?3",
-    //  ?1 user: the user's conversation rows, newest first (sorted in
-    //  memory: one row per partner). Per partner the last message is one
-    //  probe by id, unread a count over the range of the pair index above
-    //  the read marker: what is unread, not the whole conversation.
+    //  ?1 user, ?2 through_id: the user's conversation rows, newest first
+    //  (sorted in memory: one row per partner). Per partner the last
+    //  message is one probe by id, unread a count over the range of
+    //  message_pairs above the read marker (s_conversations adds those in
+    //  memory): what is unread, not the whole conversation.
     [S_CONVERSATIONS] =
         "SELECT " S_MESSAGE_COLUMNS ", c.partner_id, p.nickname,"
-        "       (SELECT count (*) FROM private_messages"
+        "       (SELECT count (*) FROM message_pairs"
         "         WHERE sender_id = c.partner_id AND receiver_id = ?1"
-        "           AND id > c.read_up_to)"
+        "           AND id > c.read_up_to AND id <= ?2),"
+        "       c.read_up_to"
         "  FROM conversations AS c"
         "  JOIN private_messages AS m ON m.id = c.last_id"
         S_MESSAGE_JOINS
@@ -434,6 +451,9 @@ struct chat_backend_t {
     chat_sqlite_ids_t *client_ids;      //  The senders' client_ids, made at
                                         //  the first begin (only the handle
                                         //  that stores messages has them)
+    chat_sqlite_pairs_t *pairs;         //  The directions' newest ids, made
+                                        //  at the first transaction that
+                                        //  stores or reads messages
 };
 
 
@@ -599,6 +619,7 @@ s_close (chat_backend_t **self_p)
     if (self) {
         chat_sqlite_ckpt_destroy (&self->checkpoints);
         chat_sqlite_ids_destroy (&self->client_ids);
+        chat_sqlite_pairs_destroy (&self->pairs);
         for (int i = 0; i < S_STMT_COUNT; i++)
             sqlite3_finalize (self->stmt [i]);
         if (self->db && sqlite3_close (self->db) != SQLITE_OK)
@@ -928,9 +949,25 @@ s_rollback (chat_backend_t *self)
     assert (self);
     if (self->client_ids)
         chat_sqlite_ids_rolled_back (self->client_ids);
+    if (self->pairs)
+        chat_sqlite_pairs_rolled_back (self->pairs);
     if (sqlite3_get_autocommit (self->db))
         return CHAT_DB_OK;
     return s_step_once (self, S_ROLLBACK, "rollback");
+}
+
+//  Inside a transaction, first: the directions' ids in memory, made (and
+//  loaded) at the first transaction, caught up with other connections'
+//  messages at each later one. 0, or -1 (logged).
+
+static int
+s_pairs_begin (chat_backend_t *self)
+{
+    if (!self->pairs) {
+        self->pairs = chat_sqlite_pairs_new (self->db, self->path, S_PAIRS_MERGE_AT);
+        return self->pairs? 0: -1;
+    }
+    return chat_sqlite_pairs_begin (self->pairs);
 }
 
 //  The client_ids of the messages stored since their last merge are read
@@ -945,28 +982,66 @@ s_begin (chat_backend_t *self)
     if (rc == CHAT_DB_OK && !self->client_ids)
         self->client_ids = chat_sqlite_ids_new (self->db, self->path, S_CLIENT_IDS_MERGE_AT);
     if (rc == CHAT_DB_OK
-    &&  (!self->client_ids || chat_sqlite_ids_begin (self->client_ids) != 0)) {
+    &&  (!self->client_ids || chat_sqlite_ids_begin (self->client_ids) != 0
+         || s_pairs_begin (self) != 0)) {
         s_rollback (self);
         rc = CHAT_DB_UNAVAILABLE;
     }
     return rc;
 }
 
-//  A commit that fails rolls the whole batch back. The chunk of a merge of
-//  client_ids in progress goes in with it.
+//  A commit that fails rolls the whole batch back. The chunks of merges
+//  in progress (client_ids, pairs) go in with it.
 
 static int
 s_commit (chat_backend_t *self)
 {
     assert (self);
     assert (self->client_ids);          //  Every write transaction is s_begin's
+    assert (self->pairs);
     int rc = chat_sqlite_ids_flush (self->client_ids) == 0
+          && chat_sqlite_pairs_flush (self->pairs) == 0
            ? s_step_once (self, S_COMMIT, "commit"): CHAT_DB_UNAVAILABLE;
-    if (rc == CHAT_DB_OK)
+    if (rc == CHAT_DB_OK) {
         chat_sqlite_ids_committed (self->client_ids);
+        chat_sqlite_pairs_committed (self->pairs);
+    }
     else
         s_rollback (self);
     return rc;
+}
+
+//  A read of several statements (history, sync, conversations): in a
+//  read transaction of its own, so that they and the pairs in memory see
+//  one snapshot, unless the caller has a transaction open (whose
+//  s_begin caught the pairs up). *own_tx says which, for s_read_end.
+
+static int
+s_read_begin (chat_backend_t *self, bool *own_tx, const char *what)
+{
+    *own_tx = sqlite3_get_autocommit (self->db) != 0;
+    if (!*own_tx) {
+        assert (self->pairs);           //  Every write transaction is s_begin's
+        return CHAT_DB_OK;
+    }
+    if (s_step_once (self, S_BEGIN_READ, what) != CHAT_DB_OK)
+        return CHAT_DB_UNAVAILABLE;
+    if (s_pairs_begin (self) != 0) {
+        s_rollback (self);
+        return CHAT_DB_UNAVAILABLE;
+    }
+    return CHAT_DB_OK;
+}
+
+static void
+s_read_end (chat_backend_t *self, bool own_tx, const char *what)
+{
+    if (!own_tx)
+        return;
+    if (s_step_once (self, S_COMMIT, what) == CHAT_DB_OK)
+        chat_sqlite_pairs_committed (self->pairs);
+    else
+        s_rollback (self);
 }
 
 
@@ -1027,6 +1102,7 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
     assert (message->content || message->content_len == 0);
     assert (message->content_len <= INT_MAX);
     assert (self->client_ids);
+    assert (self->pairs);
     *duplicate = false;
     size_t client_id_len = message->client_id? strlen (message->client_id): 0;
     uint64_t client_id_key = 0;
@@ -1061,6 +1137,8 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
         message->is_read = false;
         rc = chat_sqlite_ids_add (self->client_ids, message->from_user_id, message->client_id,
                                   client_id_len, client_id_key, message->id) == 0
+          && chat_sqlite_pairs_add (self->pairs, message->from_user_id, message->to_user_id,
+                                    message->id) == 0
            ? s_conversation_touch (self, message): CHAT_DB_UNAVAILABLE;
     }
     else
@@ -1099,8 +1177,59 @@ s_message_store_batch (chat_backend_t *self, chat_message_t *messages, size_t co
 
 
 //  --------------------------------------------------------------------------
+//  Pass message id to fn: 0, or -1 if it cannot be read
+
+static int
+s_message_emit (chat_backend_t *self, int64_t id, chat_message_fn *fn, void *ctx)
+{
+    sqlite3_stmt *stmt = self->stmt [S_MESSAGE_BY_ID];
+    sqlite3_bind_int64 (stmt, 1, id);
+    int rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        chat_message_t message;
+        s_message_from_row (stmt, &message);
+        fn (&message, ctx);
+    }
+    s_done (stmt);
+    return rc == SQLITE_ROW? 0: -1;
+}
+
+
+//  --------------------------------------------------------------------------
 //  History: the limit newest messages between two users below before_id
 
+//  The newest (at most want) ids of one direction below before into ids,
+//  newest first: those in memory, then the table's. How many, or -1.
+static int64_t
+s_history_side (chat_backend_t *self, int64_t sender, int64_t receiver, int64_t before,
+                int64_t want, int64_t *ids)
+{
+    size_t count;
+    const int64_t *recent = chat_sqlite_pairs_ids (self->pairs, sender, receiver, &count);
+    size_t below = chat_sqlite_pairs_rank (recent, count, before - 1);
+    int64_t taken = 0;
+    while (taken < want && below > 0)
+        ids [taken++] = recent [--below];
+    if (taken == want)
+        return taken;
+    //  The rest from the table, which holds the ids up to through_id
+    int64_t through = chat_sqlite_pairs_through (self->pairs);
+    sqlite3_stmt *stmt = self->stmt [S_PAIR_BEFORE];
+    sqlite3_bind_int64 (stmt, 1, sender);
+    sqlite3_bind_int64 (stmt, 2, receiver);
+    sqlite3_bind_int64 (stmt, 3, before <= through? before: through + 1);
+    sqlite3_bind_int64 (stmt, 4, want - taken);
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW && taken < want)
+        ids [taken++] = sqlite3_column_int64 (stmt, 0);
+    s_done (stmt);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE? taken: -1;
+}
+
+//  Each direction's newest limit + 1 ids below before_id, merged newest
+//  first; the newest limit are the page, passed to fn oldest first, and a
+//  limit + 1st says there is more. A conversation with oneself is one
+//  direction.
 static int
 s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
            int64_t before_id, int limit, chat_message_fn *fn, void *ctx, bool *has_more)
@@ -1109,29 +1238,36 @@ s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
     assert (fn);
     if (limit < 0)
         limit = 0;
-    sqlite3_stmt *stmt = self->stmt [S_HISTORY];
-    sqlite3_bind_int64 (stmt, 1, user_id);
-    sqlite3_bind_int64 (stmt, 2, with_user_id);
-    sqlite3_bind_int64 (stmt, 3, before_id > 0? before_id: INT64_MAX);
-    sqlite3_bind_int64 (stmt, 4, (int64_t) limit + 1);
-    bool more = false;
-    chat_message_t message;
-    int rc;
-    bool first = true;
-    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
-        //  With limit + 1 rows the oldest one only says there is more
-        if (first) {
-            first = false;
-            if (sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS) > limit) {
-                more = true;
-                continue;
-            }
-        }
-        s_message_from_row (stmt, &message);
-        fn (&message, ctx);
+    int64_t want = (int64_t) limit + 1;
+    int64_t before = before_id > 0? before_id: INT64_MAX;
+    int64_t *ids = (int64_t *) malloc ((size_t) want * 3 * sizeof (int64_t));
+    assert (ids);
+    int64_t *sent = ids, *received = ids + want, *page = ids + 2 * want;
+    bool more = false, own_tx;
+    int rc = s_read_begin (self, &own_tx, "history (begin)");
+    if (rc != CHAT_DB_OK)
+        goto done;
+    int64_t sent_count = s_history_side (self, user_id, with_user_id, before, want, sent);
+    int64_t received_count = with_user_id == user_id? 0
+                           : s_history_side (self, with_user_id, user_id, before, want, received);
+    if (sent_count < 0 || received_count < 0)
+        rc = s_fail (self, "history");
+    int64_t count = 0;
+    for (int64_t i = 0, j = 0; rc == CHAT_DB_OK && count < want
+                               && (i < sent_count || j < received_count);)
+        page [count++] = j == received_count || (i < sent_count && sent [i] > received [j])
+                       ? sent [i++]: received [j++];
+    if (count > limit) {
+        more = true;
+        count = limit;
     }
-    rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "history");
-    s_done (stmt);
+    while (rc == CHAT_DB_OK && count > 0)
+        if (s_message_emit (self, page [--count], fn, ctx))
+            rc = s_fail (self, "history (message)");
+    s_read_end (self, own_tx, "history (end)");
+
+done:
+    free (ids);
     if (has_more)
         *has_more = rc == CHAT_DB_OK && more;
     return rc;
@@ -1142,7 +1278,7 @@ s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
 //  Sync: messages to or from a user above after_id, ascending
 //
 //  A k-way merge. Each direction of each conversation with a message above
-//  after_id is a stream of ids in the pair index; a min-heap on each
+//  after_id is a stream of ids (message_pairs, then memory); a min-heap on each
 //  stream's next id yields the user's messages in id order. The work is
 //  one probe per stream to start, one per message taken, and one row per
 //  message returned: O(partners + limit), whatever the conversations hold.
@@ -1159,18 +1295,35 @@ typedef struct {
 } s_stream_t;
 
 //  The next id of stream above bound into stream->next; 0 when there is
-//  none, -1 on failure
+//  none, -1 on failure. Below through_id it is the table's next, if it
+//  has one; else the first in memory above the bound.
 static int
 s_stream_advance (chat_backend_t *self, s_stream_t *stream, int64_t bound)
 {
-    sqlite3_stmt *stmt = self->stmt [S_SYNC_NEXT];
-    sqlite3_bind_int64 (stmt, 1, stream->sender);
-    sqlite3_bind_int64 (stmt, 2, stream->receiver);
-    sqlite3_bind_int64 (stmt, 3, bound);
-    int rc = sqlite3_step (stmt);
-    stream->next = rc == SQLITE_ROW? sqlite3_column_int64 (stmt, 0): 0;
-    s_done (stmt);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE? 0: -1;
+    int64_t through = chat_sqlite_pairs_through (self->pairs);
+    stream->next = 0;
+    if (bound < through) {
+        sqlite3_stmt *stmt = self->stmt [S_SYNC_NEXT];
+        sqlite3_bind_int64 (stmt, 1, stream->sender);
+        sqlite3_bind_int64 (stmt, 2, stream->receiver);
+        sqlite3_bind_int64 (stmt, 3, bound);
+        sqlite3_bind_int64 (stmt, 4, through);
+        int rc = sqlite3_step (stmt);
+        if (rc == SQLITE_ROW)
+            stream->next = sqlite3_column_int64 (stmt, 0);
+        s_done (stmt);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return -1;
+        if (stream->next)
+            return 0;
+    }
+    size_t count;
+    const int64_t *recent = chat_sqlite_pairs_ids (self->pairs, stream->sender,
+                                                   stream->receiver, &count);
+    size_t at = chat_sqlite_pairs_rank (recent, count, bound);
+    if (at < count)
+        stream->next = recent [at];
+    return 0;
 }
 
 //  Restore the heap order below slot i (smallest next at the top)
@@ -1232,22 +1385,6 @@ s_sync_streams (chat_backend_t *self, int64_t user_id, int64_t after_id, s_strea
     return rc == SQLITE_DONE? (int64_t) live: -1;
 }
 
-//  Pass message id to fn
-static int
-s_sync_emit (chat_backend_t *self, int64_t id, chat_message_fn *fn, void *ctx)
-{
-    sqlite3_stmt *stmt = self->stmt [S_MESSAGE_BY_ID];
-    sqlite3_bind_int64 (stmt, 1, id);
-    int rc = sqlite3_step (stmt);
-    if (rc == SQLITE_ROW) {
-        chat_message_t message;
-        s_message_from_row (stmt, &message);
-        fn (&message, ctx);
-    }
-    s_done (stmt);
-    return rc == SQLITE_ROW? 0: -1;
-}
-
 static int
 s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
         chat_message_fn *fn, void *ctx, bool *has_more)
@@ -1256,10 +1393,9 @@ s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
     assert (fn);
     if (limit < 0)
         limit = 0;
-    bool own_tx = sqlite3_get_autocommit (self->db) != 0;
-    bool more = false;
+    bool more = false, own_tx;
     s_stream_t *heap = NULL;
-    int rc = own_tx? s_step_once (self, S_BEGIN_READ, "sync (begin)"): CHAT_DB_OK;
+    int rc = s_read_begin (self, &own_tx, "sync (begin)");
     if (rc != CHAT_DB_OK)
         goto done;
     int64_t live = s_sync_streams (self, user_id, after_id, &heap);
@@ -1271,7 +1407,7 @@ s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
         }
         //  The smallest next id of all streams, then that stream moves on
         int64_t id = heap [0].next;
-        if (s_sync_emit (self, id, fn, ctx) || s_stream_advance (self, &heap [0], id)) {
+        if (s_message_emit (self, id, fn, ctx) || s_stream_advance (self, &heap [0], id)) {
             live = -1;
             break;
         }
@@ -1282,8 +1418,7 @@ s_sync (chat_backend_t *self, int64_t user_id, int64_t after_id, int limit,
     }
     if (live < 0)
         rc = s_fail (self, "sync");
-    if (own_tx)
-        s_step_once (self, S_COMMIT, "sync (end)");
+    s_read_end (self, own_tx, "sync (end)");
 
 done:
     free (heap);
@@ -1309,15 +1444,31 @@ s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
     if (rc != CHAT_DB_OK)
         goto done;
 
+    //  The marker moves to up_to_id, but never past the partner's newest
+    //  message, so that later messages stay unread; count is how many
+    //  messages above the marker that marks. The table has the ids up to
+    //  through_id, memory the rest.
+    int64_t through = chat_sqlite_pairs_through (self->pairs);
     sqlite3_stmt *stmt = self->stmt [S_READ_STATE];
     sqlite3_bind_int64 (stmt, 1, reader_id);
     sqlite3_bind_int64 (stmt, 2, partner_id);
     sqlite3_bind_int64 (stmt, 3, up_to_id);
+    sqlite3_bind_int64 (stmt, 4, through);
     int64_t target = 0;
     int step = sqlite3_step (stmt);
     if (step == SQLITE_ROW) {
-        target = sqlite3_column_int64 (stmt, 0);
-        count = sqlite3_column_int64 (stmt, 1);
+        int64_t marker = sqlite3_column_int64 (stmt, 0);
+        int64_t newest = sqlite3_column_int64 (stmt, 1);
+        count = sqlite3_column_int64 (stmt, 2);
+        size_t recent_count;
+        const int64_t *recent = chat_sqlite_pairs_ids (self->pairs, partner_id, reader_id,
+                                                       &recent_count);
+        if (recent_count > 0)
+            newest = recent [recent_count - 1];
+        if (up_to_id > marker)
+            count += (int64_t) (chat_sqlite_pairs_rank (recent, recent_count, up_to_id)
+                              - chat_sqlite_pairs_rank (recent, recent_count, marker));
+        target = up_to_id < newest? up_to_id: newest;
     }
     rc = step == SQLITE_ROW || step == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "mark_read");
     s_done (stmt);
@@ -1351,19 +1502,30 @@ s_conversations (chat_backend_t *self, int64_t user_id, chat_conversation_fn *fn
 {
     assert (self);
     assert (fn);
+    bool own_tx;
+    int rc = s_read_begin (self, &own_tx, "conversations (begin)");
+    if (rc != CHAT_DB_OK)
+        return rc;
     sqlite3_stmt *stmt = self->stmt [S_CONVERSATIONS];
     sqlite3_bind_int64 (stmt, 1, user_id);
+    sqlite3_bind_int64 (stmt, 2, chat_sqlite_pairs_through (self->pairs));
     chat_conversation_t conv;
-    int rc;
     while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
         s_message_from_row (stmt, &conv.last_message);
         conv.user_id = sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS);
         conv.nickname = (const char *) sqlite3_column_text (stmt, S_MESSAGE_NCOLUMNS + 1);
         conv.unread = sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS + 2);
+        //  Plus the partner's messages in memory above the read marker
+        int64_t marker = sqlite3_column_int64 (stmt, S_MESSAGE_NCOLUMNS + 3);
+        size_t count;
+        const int64_t *recent = chat_sqlite_pairs_ids (self->pairs, conv.user_id, user_id,
+                                                       &count);
+        conv.unread += (int64_t) (count - chat_sqlite_pairs_rank (recent, count, marker));
         fn (&conv, ctx);
     }
     rc = rc == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "conversations");
     s_done (stmt);
+    s_read_end (self, own_tx, "conversations (end)");
     return rc;
 }
 

@@ -1,5 +1,5 @@
 /*  =========================================================================
-    test_migrate_sqlite.c - SQLite migrations 2 and 3 keep every message,
+    test_migrate_sqlite.c - SQLite migrations 2 to 4 keep every message,
     its read state and its client_id
 
     Builds a version-1 database by hand, as chatd 1 left it (the schema of
@@ -11,7 +11,8 @@
     and their read flags, sync, mark_read and a new message after the
     upgrade, and that a client_id from before the upgrade is still taken.
     Then that the old indexes and column are gone and that the client_ids
-    (migration 3: a table instead of a UNIQUE index) were all moved.
+    (migration 3: a table instead of a UNIQUE index) and the pair index
+    (migration 4: the message_pairs table) were all moved.
     =========================================================================
 */
 
@@ -255,9 +256,9 @@ test_migration_2 (void **state)
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT count (*) FROM pragma_table_info ('private_messages') WHERE name = 'is_read'"), 0);
     assert_int_equal (s_count (cfg.sqlite_path,
-        "SELECT max (version) FROM schema_migrations"), 3);
+        "SELECT max (version) FROM schema_migrations"), 4);
     assert_int_equal (s_count (cfg.sqlite_path,
-        "SELECT count (*) FROM schema_migrations"), 3);
+        "SELECT count (*) FROM schema_migrations"), 4);
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT count (*) FROM sqlite_schema WHERE name = 'private_messages_client'"), 0);
     assert_int_equal (s_count (cfg.sqlite_path,
@@ -268,6 +269,17 @@ test_migration_2 (void **state)
         "SELECT through_id FROM client_ids_merged"), 8);
     assert_int_equal (s_count (cfg.sqlite_path,
         "SELECT count (*) FROM conversations"), 5);
+    //  Every message from before the upgrade is in message_pairs; the one
+    //  stored after it waits in memory for a merge (and is read back from
+    //  its row at the next open)
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT count (*) FROM sqlite_schema WHERE name = 'private_messages_pair'"), 0);
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT count (*) FROM message_pairs AS p JOIN private_messages AS m"
+        "    ON m.id = p.id AND m.sender_id = p.sender_id AND m.receiver_id = p.receiver_id"), 8);
+    assert_int_equal (s_count (cfg.sqlite_path, "SELECT count (*) FROM message_pairs"), 8);
+    assert_int_equal (s_count (cfg.sqlite_path,
+        "SELECT through_id FROM message_pairs_merged"), 8);
     chat_test_rmdir (&dir);
 }
 
