@@ -1240,11 +1240,16 @@ s_history (chat_backend_t *self, int64_t user_id, int64_t with_user_id,
         limit = 0;
     int64_t want = (int64_t) limit + 1;
     int64_t before = before_id > 0? before_id: INT64_MAX;
+    //  Each side's ids and the merged page (a limit the caller did not
+    //  clamp, and that memory cannot hold, is storage failing, not a crash)
     int64_t *ids = (int64_t *) malloc ((size_t) want * 3 * sizeof (int64_t));
-    assert (ids);
     int64_t *sent = ids, *received = ids + want, *page = ids + 2 * want;
-    bool more = false, own_tx;
-    int rc = s_read_begin (self, &own_tx, "history (begin)");
+    bool more = false, own_tx = false;
+    int rc = CHAT_DB_UNAVAILABLE;
+    if (ids)
+        rc = s_read_begin (self, &own_tx, "history (begin)");
+    else
+        zsys_error ("sqlite %s: history: out of memory for a page of %d", self->path, limit);
     if (rc != CHAT_DB_OK)
         goto done;
     int64_t sent_count = s_history_side (self, user_id, with_user_id, before, want, sent);

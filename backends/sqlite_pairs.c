@@ -22,8 +22,10 @@
     kept up to message_pairs_merged.through_id: every message with an id
     at most that has its entry in the table. The ids of later messages
     are here, per direction an ascending array, in a chat_idmap keyed by
-    SipHash of the pair (libsodium's crypto_shorthash, a random key per
-    process). So one direction is the table's rows with id <= through,
+    the pair itself: sender and receiver (each below 2^32) packed into 64
+    bits and scrambled by a bijection with a random key per process
+    (s_key), so that every direction has a key of its own and nobody can
+    aim directions at one slot. So one direction is the table's rows with id <= through,
     then the ids in memory, which are all above through. When merge_at ids
     are here a merge starts: the directions, sorted, go into the table a
     chunk per commit, in the same transaction as that commit's messages
@@ -45,6 +47,7 @@
 #include "chat_idmap.h"
 #include <assert.h>
 #include <czmq.h>
+#include <inttypes.h>
 #include <sodium.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -54,12 +57,9 @@
 #define S_CHUNK_MAX     4096            //  And at most
 #define S_IDS_INITIAL   2               //  First array of a direction
 
-//  One direction of a conversation and its ids in memory. The map's key
-//  is the SipHash of the pair; pairs whose keys collide (in practice
-//  never) are chained.
-typedef struct s_pair_t {
-    struct s_pair_t *next;              //  Next pair with the same hash
-    uint64_t key;                       //  Its key in the map
+//  One direction of a conversation and its ids in memory
+typedef struct {
+    uint64_t key;                       //  Its key in the map (s_key)
     int64_t sender_id;                  //  From
     int64_t receiver_id;                //  To
     int64_t *ids;                       //  Ascending, all above merged_through
@@ -69,14 +69,17 @@ typedef struct s_pair_t {
                                         //  progress writes (0: not in it)
 } s_pair_t;
 
+//  User ids up to this fit a key (sqlite.c: ids are the users table's rowids)
+#define S_USER_ID_MAX   INT64_C (0xFFFFFFFF)
+
 struct chat_sqlite_pairs_t {
     sqlite3 *db;                        //  The handle's connection (not ours)
     char *path;                         //  Database file, for log lines
     sqlite3_stmt *tail;                 //  Rows above an id, ascending
     sqlite3_stmt *merge;                //  One entry into the table
     sqlite3_stmt *through;              //  Move message_pairs_merged.through_id
-    unsigned char key [crypto_shorthash_KEYBYTES];  //  SipHash key
-    chat_idmap_t map;                   //  Key -> chain of s_pair_t
+    uint64_t secret;                    //  Random, for s_key
+    chat_idmap_t map;                   //  Key -> s_pair_t, one a direction
     size_t count;                       //  Ids in memory
     int64_t seen;                       //  Every committed row with id <= seen
                                         //  is in the table or in memory
@@ -98,27 +101,37 @@ struct chat_sqlite_pairs_t {
 
 
 //  --------------------------------------------------------------------------
-//  The ids in memory: a chat_idmap keyed by SipHash of sender and receiver
-//  (0, which the map reserves, counts as 1)
+//  The ids in memory: a chat_idmap keyed by the pair. The pair packed into
+//  64 bits, XORed with the secret and put through SplitMix64's finalizer:
+//  each step is invertible, so distinct pairs keep distinct keys, and the
+//  key spreads over the map's slots. The map reserves 0: the one pair that
+//  would get it takes the key of the pair (0, 0), which is no direction.
+
+static uint64_t
+s_scramble (uint64_t x)
+{
+    x ^= x >> 30;
+    x *= UINT64_C (0xBF58476D1CE4E5B9);
+    x ^= x >> 27;
+    x *= UINT64_C (0x94D049BB133111EB);
+    x ^= x >> 31;
+    return x;
+}
 
 static uint64_t
 s_key (chat_sqlite_pairs_t *self, int64_t sender_id, int64_t receiver_id)
 {
-    int64_t pair [2] = { sender_id, receiver_id };
-    unsigned char out [crypto_shorthash_BYTES];
-    crypto_shorthash (out, (const unsigned char *) pair, sizeof pair, self->key);
-    uint64_t key;
-    memcpy (&key, out, sizeof key);
-    return key? key: 1;
+    assert (sender_id > 0 && sender_id <= S_USER_ID_MAX);
+    assert (receiver_id > 0 && receiver_id <= S_USER_ID_MAX);
+    uint64_t key = s_scramble ((((uint64_t) sender_id << 32) | (uint64_t) receiver_id)
+                               ^ self->secret);
+    return key? key: s_scramble (self->secret);
 }
 
 static s_pair_t *
-s_lookup (chat_sqlite_pairs_t *self, uint64_t key, int64_t sender_id, int64_t receiver_id)
+s_lookup (chat_sqlite_pairs_t *self, int64_t sender_id, int64_t receiver_id)
 {
-    s_pair_t *pair = (s_pair_t *) chat_idmap_get (&self->map, key);
-    while (pair && (pair->sender_id != sender_id || pair->receiver_id != receiver_id))
-        pair = pair->next;
-    return pair;
+    return (s_pair_t *) chat_idmap_get (&self->map, s_key (self, sender_id, receiver_id));
 }
 
 static void
@@ -133,12 +146,18 @@ s_pair_destroy (s_pair_t **pair_p)
 }
 
 //  Append id (above the pair's last) to its direction: 0, or -1 (logged)
-//  if memory runs out
+//  if memory runs out or a user id is beyond what a key holds
 static int
 s_put (chat_sqlite_pairs_t *self, int64_t sender_id, int64_t receiver_id, int64_t id)
 {
+    if (sender_id < 1 || sender_id > S_USER_ID_MAX
+    ||  receiver_id < 1 || receiver_id > S_USER_ID_MAX) {
+        zsys_error ("sqlite %s: pairs: user id %" PRId64 " or %" PRId64 " is beyond %" PRId64,
+                    self->path, sender_id, receiver_id, S_USER_ID_MAX);
+        return -1;
+    }
     uint64_t key = s_key (self, sender_id, receiver_id);
-    s_pair_t *pair = s_lookup (self, key, sender_id, receiver_id);
+    s_pair_t *pair = (s_pair_t *) chat_idmap_get (&self->map, key);
     if (!pair) {
         pair = (s_pair_t *) calloc (1, sizeof (s_pair_t));
         if (pair)
@@ -151,7 +170,6 @@ s_put (chat_sqlite_pairs_t *self, int64_t sender_id, int64_t receiver_id, int64_
         pair->key = key;
         pair->sender_id = sender_id;
         pair->receiver_id = receiver_id;
-        pair->next = (s_pair_t *) chat_idmap_get (&self->map, key);
         if (chat_idmap_put (&self->map, key, pair) != 0) {
             s_pair_destroy (&pair);
             goto out_of_memory;
@@ -179,22 +197,7 @@ static void
 s_remove (chat_sqlite_pairs_t *self, s_pair_t *pair)
 {
     assert (pair->count == 0);
-    s_pair_t *head = (s_pair_t *) chat_idmap_get (&self->map, pair->key);
-    if (head == pair) {
-        if (pair->next) {
-            //  A replacement: it never fails (chat_idmap.h)
-            int rc = chat_idmap_put (&self->map, pair->key, pair->next);
-            assert (rc == 0);
-            (void) rc;
-        }
-        else
-            chat_idmap_remove (&self->map, pair->key);
-    }
-    else {
-        while (head->next != pair)
-            head = head->next;
-        head->next = pair->next;
-    }
+    chat_idmap_remove (&self->map, pair->key);
     s_pair_destroy (&pair);
 }
 
@@ -213,8 +216,7 @@ s_pairs (chat_sqlite_pairs_t *self, size_t *count)
     uint64_t key;
     void *value;
     while (chat_idmap_next (&self->map, &cursor, &key, &value))
-        for (s_pair_t *pair = (s_pair_t *) value; pair; pair = pair->next)
-            pairs [(*count)++] = pair;
+        pairs [(*count)++] = (s_pair_t *) value;
     return pairs;
 }
 
@@ -264,7 +266,7 @@ chat_sqlite_pairs_new (sqlite3 *db, const char *path, size_t merge_at)
     self->path = strdup (path);
     assert (self->path);
     self->merge_at = merge_at;
-    crypto_shorthash_keygen (self->key);
+    randombytes_buf (&self->secret, sizeof self->secret);
     chat_idmap_init (&self->map);
 
     sqlite3_stmt *stmt = NULL;
@@ -308,11 +310,10 @@ chat_sqlite_pairs_destroy (chat_sqlite_pairs_t **self_p)
         size_t cursor = 0;
         uint64_t key;
         void *value;
-        while (chat_idmap_next (&self->map, &cursor, &key, &value))
-            for (s_pair_t *pair = (s_pair_t *) value, *next; pair; pair = next) {
-                next = pair->next;
-                s_pair_destroy (&pair);
-            }
+        while (chat_idmap_next (&self->map, &cursor, &key, &value)) {
+            s_pair_t *pair = (s_pair_t *) value;
+            s_pair_destroy (&pair);
+        }
         chat_idmap_release (&self->map);
         free (self->sweep);
         free (self->path);
@@ -476,14 +477,14 @@ chat_sqlite_pairs_rolled_back (chat_sqlite_pairs_t *self)
         size_t cursor = 0;
         uint64_t key;
         void *value;
-        while (chat_idmap_next (&self->map, &cursor, &key, &value))
-            for (s_pair_t *pair = (s_pair_t *) value; pair; pair = pair->next) {
-                while (pair->count > 0 && pair->ids [pair->count - 1] > self->seen) {
-                    pair->count--;
-                    self->count--;
-                }
-                assert (pair->count >= pair->swept);
+        while (chat_idmap_next (&self->map, &cursor, &key, &value)) {
+            s_pair_t *pair = (s_pair_t *) value;
+            while (pair->count > 0 && pair->ids [pair->count - 1] > self->seen) {
+                pair->count--;
+                self->count--;
             }
+            assert (pair->count >= pair->swept);
+        }
     }
     self->open_seen = self->seen;
     self->open_stored = 0;
@@ -507,8 +508,9 @@ chat_sqlite_pairs_ids (chat_sqlite_pairs_t *self, int64_t sender_id, int64_t rec
 {
     assert (self);
     assert (count);
-    s_pair_t *pair = s_lookup (self, s_key (self, sender_id, receiver_id),
-                               sender_id, receiver_id);
+    s_pair_t *pair = sender_id > 0 && sender_id <= S_USER_ID_MAX
+                  && receiver_id > 0 && receiver_id <= S_USER_ID_MAX
+                   ? s_lookup (self, sender_id, receiver_id): NULL;
     *count = pair? pair->count: 0;
     return pair? pair->ids: NULL;
 }

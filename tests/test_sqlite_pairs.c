@@ -306,6 +306,36 @@ test_other_connection (void **state)
     assert_int_equal (count, 2);
 }
 
+//  A direction's key holds user ids up to 2^32 - 1: past that a store
+//  fails (the transaction goes), and nothing of it stays
+static void
+test_user_id_limit (void **state)
+{
+    s_fixture_t *self = (s_fixture_t *) *state;
+    int64_t beyond = INT64_C (1) << 32;
+    s_begin (self);
+    s_store (self, 1, 2);
+    assert_int_equal (chat_sqlite_pairs_add (self->pairs, 1, beyond, 1000), -1);
+    assert_int_equal (chat_sqlite_pairs_add (self->pairs, beyond, 1, 1000), -1);
+    s_rollback (self);
+    size_t count = 7;
+    assert_null (chat_sqlite_pairs_ids (self->pairs, 1, beyond, &count));
+    assert_int_equal (count, 0);
+    chat_sqlite_pairs_ids (self->pairs, 1, 2, &count);
+    assert_int_equal (count, 0);
+    //  The largest ids that fit are directions of their own
+    int64_t last = beyond - 1;
+    s_begin (self);
+    assert_int_equal (chat_sqlite_pairs_add (self->pairs, last, last - 1, 1000), 0);
+    assert_int_equal (chat_sqlite_pairs_add (self->pairs, last - 1, last, 1001), 0);
+    assert_int_equal (chat_sqlite_pairs_add (self->pairs, last, last, 1002), 0);
+    const int64_t *ids = chat_sqlite_pairs_ids (self->pairs, last - 1, last, &count);
+    assert_int_equal (count, 1);
+    assert_int_equal (ids [0], 1001);
+    s_rollback (self);
+    assert_int_equal (chat_sqlite_pairs_stats (self->pairs).in_memory, 0);
+}
+
 static void
 test_rank (void **state)
 {
@@ -532,6 +562,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_store_and_read, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_rollback, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_other_connection, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_user_id_limit, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_backend_across_merge, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
