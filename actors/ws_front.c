@@ -152,6 +152,8 @@ typedef struct {
     bool before_sleep_ready;            //  before_sleep started
     struct lws_context *context;        //  libwebsockets, running on loop
     struct lws_vhost *vhost;            //  The one vhost
+    struct lws *pipe_wsi;               //  The pipe's adopted fd in the loop
+    struct lws *inbox_wsi;              //  The inbox's
     lws_sorted_usec_list_t sul_drain;   //  Re-arms a capped drain
     lws_sorted_usec_list_t sul_tick;    //  Once a second: HTTP deadlines
     lws_sorted_usec_list_t sul_presence;    //  Flushes the deferred connections
@@ -1624,9 +1626,13 @@ s_callback (struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 
     switch (reason) {
         case LWS_CALLBACK_RAW_RX_FILE:
-            //  The pipe or the inbox: drain both, each is cheap when empty
-            s_drain_pipe (self);
-            if (!self->terminated)
+            //  The pipe or the inbox: drain the one whose fd is readable.
+            //  Asking an idle socket is not free: libzmq then looks at its
+            //  command mailbox with getpid and poll, two system calls.
+            if (wsi == self->pipe_wsi)
+                s_drain_pipe (self);
+            else
+            if (wsi == self->inbox_wsi && !self->terminated)
                 s_drain_inbox (self);
             return 0;
         case LWS_CALLBACK_RAW_CLOSE_FILE:
@@ -1800,7 +1806,9 @@ s_self_new (zsock_t *pipe, const chat_config_t *cfg, char *error, size_t size)
         s_self_destroy (&self);
         return NULL;
     }
-    if (!s_adopt_zsock (self, self->inbox) || !s_adopt_zsock (self, pipe)) {
+    self->inbox_wsi = s_adopt_zsock (self, self->inbox);
+    self->pipe_wsi = s_adopt_zsock (self, pipe);
+    if (!self->inbox_wsi || !self->pipe_wsi) {
         snprintf (error, size, "ws-front: cannot watch its ZeroMQ sockets");
         s_self_destroy (&self);
         return NULL;

@@ -35,7 +35,12 @@
     rows (a range of rowids, at most about merge_at plus a merge's worth).
     Rows stored by another connection of the same file are read in the
     same way at the start of each transaction (none, normally: a rowid
-    probe). A rolled back transaction takes its entries back out.
+    probe). A rolled back transaction takes its entries back out. Another
+    handle that writes the same file may merge too: each transaction reads
+    through_id first, and what another handle moved it past leaves memory
+    (with a merge of ours in progress, whose entries are then in the
+    table), so that no handle keeps more than its share; through_id only
+    moves up.
     =========================================================================
 */
 
@@ -77,6 +82,7 @@ struct chat_sqlite_ids_t {
     sqlite3_stmt *find;                 //  A client_id's entry in the table
     sqlite3_stmt *merge;                //  One entry into the table
     sqlite3_stmt *through;              //  Move client_ids_merged.through_id
+    sqlite3_stmt *read_through;         //  Read it
     unsigned char key [crypto_shorthash_KEYBYTES];  //  SipHash key
     chat_idmap_t map;                   //  Key -> chain of s_entry_t
     size_t count;                       //  Entries in the map
@@ -227,6 +233,17 @@ s_read_tail (chat_sqlite_ids_t *self)
     return rc == SQLITE_DONE? 0: s_fail (self, "read the newest messages");
 }
 
+//  client_ids_merged.through_id as the transaction sees it
+static int
+s_read_through (chat_sqlite_ids_t *self, int64_t *through)
+{
+    int rc = sqlite3_step (self->read_through);
+    if (rc == SQLITE_ROW)
+        *through = sqlite3_column_int64 (self->read_through, 0);
+    sqlite3_reset (self->read_through);
+    return rc == SQLITE_ROW? 0: s_fail (self, "read through_id");
+}
+
 chat_sqlite_ids_t *
 chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
 {
@@ -246,7 +263,6 @@ chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
     crypto_shorthash_keygen (self->key);
     chat_idmap_init (&self->map);
 
-    sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2 (db,
             "SELECT id, sender_id, client_id FROM private_messages WHERE id > ?1 ORDER BY id",
             -1, &self->tail, NULL) != SQLITE_OK
@@ -256,14 +272,12 @@ chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
     ||  sqlite3_prepare_v2 (db,
             "INSERT OR IGNORE INTO client_ids (sender_id, client_id, message_id) VALUES (?1, ?2, ?3)",
             -1, &self->merge, NULL) != SQLITE_OK
-    ||  sqlite3_prepare_v2 (db, "UPDATE client_ids_merged SET through_id = ?1",
+    ||  sqlite3_prepare_v2 (db, "UPDATE client_ids_merged SET through_id = max (through_id, ?1)",
                             -1, &self->through, NULL) != SQLITE_OK
-    ||  sqlite3_prepare_v2 (db, "SELECT through_id FROM client_ids_merged", -1, &stmt, NULL) != SQLITE_OK
-    ||  sqlite3_step (stmt) != SQLITE_ROW)
+    ||  sqlite3_prepare_v2 (db, "SELECT through_id FROM client_ids_merged",
+                            -1, &self->read_through, NULL) != SQLITE_OK
+    ||  s_read_through (self, &self->merged_through))
         goto failed;
-    self->merged_through = sqlite3_column_int64 (stmt, 0);
-    sqlite3_finalize (stmt);
-    stmt = NULL;
     self->open_seen = self->merged_through;
     if (s_read_tail (self))
         goto failed;
@@ -272,7 +286,6 @@ chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
 
 failed:
     s_fail (self, "load");
-    sqlite3_finalize (stmt);
     chat_sqlite_ids_destroy (&self);
     return NULL;
 }
@@ -287,6 +300,7 @@ chat_sqlite_ids_destroy (chat_sqlite_ids_t **self_p)
         sqlite3_finalize (self->find);
         sqlite3_finalize (self->merge);
         sqlite3_finalize (self->through);
+        sqlite3_finalize (self->read_through);
         size_t cursor = 0;
         uint64_t key;
         void *value;
@@ -307,10 +321,33 @@ chat_sqlite_ids_destroy (chat_sqlite_ids_t **self_p)
 //  --------------------------------------------------------------------------
 //  Inside a transaction
 
+//  Another handle moved through_id up to through: every entry up to it is
+//  in the table, so it leaves memory, and a merge of ours in progress is
+//  dropped (its entries above through go into the next merge)
+static void
+s_merged_elsewhere (chat_sqlite_ids_t *self, int64_t through)
+{
+    free (self->sweep);
+    self->sweep = NULL;
+    size_t count = 0;
+    s_item_t *items = s_items (self, INT64_MIN, through, &count);
+    for (size_t i = 0; i < count; i++)
+        s_remove (self, items [i].entry);
+    free (items);
+    self->merged_through = through;
+    if (self->seen < through)
+        self->seen = through;
+}
+
 int
 chat_sqlite_ids_begin (chat_sqlite_ids_t *self)
 {
     assert (self);
+    int64_t through;
+    if (s_read_through (self, &through))
+        return -1;
+    if (through > self->merged_through)
+        s_merged_elsewhere (self, through);
     self->open_seen = self->seen;
     self->open_stored = 0;
     self->sweep_written = 0;

@@ -38,8 +38,13 @@
     (a range of rowids, at most about merge_at plus a merge's worth). Rows
     stored by another connection of the same file are read in the same
     way at the start of each transaction (none, normally: a rowid probe).
-    A rolled back transaction takes its ids back out. The same design as
-    sqlite_client_ids.c, which does this for the senders' client_ids.
+    A rolled back transaction takes its ids back out. Another handle that
+    writes the same file may merge too: each transaction reads through_id
+    first, and what another handle moved it past leaves memory (with a
+    merge of ours in progress, whose ids are then in the table), so that
+    no handle keeps more than its share; through_id only moves up. The
+    same design as sqlite_client_ids.c, which does this for the senders'
+    client_ids.
     =========================================================================
 */
 
@@ -78,6 +83,7 @@ struct chat_sqlite_pairs_t {
     sqlite3_stmt *tail;                 //  Rows above an id, ascending
     sqlite3_stmt *merge;                //  One entry into the table
     sqlite3_stmt *through;              //  Move message_pairs_merged.through_id
+    sqlite3_stmt *read_through;         //  Read it
     uint64_t secret;                    //  Random, for s_key
     chat_idmap_t map;                   //  Key -> s_pair_t, one a direction
     size_t count;                       //  Ids in memory
@@ -250,6 +256,17 @@ s_read_tail (chat_sqlite_pairs_t *self)
     return rc == SQLITE_DONE? 0: s_fail (self, "read the newest messages");
 }
 
+//  message_pairs_merged.through_id as the transaction sees it
+static int
+s_read_through (chat_sqlite_pairs_t *self, int64_t *through)
+{
+    int rc = sqlite3_step (self->read_through);
+    if (rc == SQLITE_ROW)
+        *through = sqlite3_column_int64 (self->read_through, 0);
+    sqlite3_reset (self->read_through);
+    return rc == SQLITE_ROW? 0: s_fail (self, "read through_id");
+}
+
 chat_sqlite_pairs_t *
 chat_sqlite_pairs_new (sqlite3 *db, const char *path, size_t merge_at)
 {
@@ -269,22 +286,19 @@ chat_sqlite_pairs_new (sqlite3 *db, const char *path, size_t merge_at)
     randombytes_buf (&self->secret, sizeof self->secret);
     chat_idmap_init (&self->map);
 
-    sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2 (db,
             "SELECT id, sender_id, receiver_id FROM private_messages WHERE id > ?1 ORDER BY id",
             -1, &self->tail, NULL) != SQLITE_OK
     ||  sqlite3_prepare_v2 (db,
             "INSERT OR IGNORE INTO message_pairs (sender_id, receiver_id, id) VALUES (?1, ?2, ?3)",
             -1, &self->merge, NULL) != SQLITE_OK
-    ||  sqlite3_prepare_v2 (db, "UPDATE message_pairs_merged SET through_id = ?1",
-                            -1, &self->through, NULL) != SQLITE_OK
+    ||  sqlite3_prepare_v2 (db,
+            "UPDATE message_pairs_merged SET through_id = max (through_id, ?1)",
+            -1, &self->through, NULL) != SQLITE_OK
     ||  sqlite3_prepare_v2 (db, "SELECT through_id FROM message_pairs_merged",
-                            -1, &stmt, NULL) != SQLITE_OK
-    ||  sqlite3_step (stmt) != SQLITE_ROW)
+                            -1, &self->read_through, NULL) != SQLITE_OK
+    ||  s_read_through (self, &self->merged_through))
         goto failed;
-    self->merged_through = sqlite3_column_int64 (stmt, 0);
-    sqlite3_finalize (stmt);
-    stmt = NULL;
     self->open_seen = self->merged_through;
     if (s_read_tail (self))
         goto failed;
@@ -293,7 +307,6 @@ chat_sqlite_pairs_new (sqlite3 *db, const char *path, size_t merge_at)
 
 failed:
     s_fail (self, "load");
-    sqlite3_finalize (stmt);
     chat_sqlite_pairs_destroy (&self);
     return NULL;
 }
@@ -307,6 +320,7 @@ chat_sqlite_pairs_destroy (chat_sqlite_pairs_t **self_p)
         sqlite3_finalize (self->tail);
         sqlite3_finalize (self->merge);
         sqlite3_finalize (self->through);
+        sqlite3_finalize (self->read_through);
         size_t cursor = 0;
         uint64_t key;
         void *value;
@@ -326,10 +340,44 @@ chat_sqlite_pairs_destroy (chat_sqlite_pairs_t **self_p)
 //  --------------------------------------------------------------------------
 //  Inside a transaction
 
+//  Another handle moved through_id up to through: every id up to it is in
+//  the table, so it leaves memory, and a merge of ours in progress is
+//  dropped (its ids are at most our seen; those above through go into
+//  the next merge). 0, or -1 (logged) if memory runs out.
+static int
+s_merged_elsewhere (chat_sqlite_pairs_t *self, int64_t through)
+{
+    size_t count = 0;
+    s_pair_t **pairs = s_pairs (self, &count);
+    if (!pairs)
+        return -1;
+    free (self->sweep);
+    self->sweep = NULL;
+    for (size_t i = 0; i < count; i++) {
+        s_pair_t *pair = pairs [i];
+        size_t covered = chat_sqlite_pairs_rank (pair->ids, pair->count, through);
+        pair->count -= covered;
+        self->count -= covered;
+        memmove (pair->ids, pair->ids + covered, pair->count * sizeof (int64_t));
+        pair->swept = 0;
+        if (pair->count == 0)
+            s_remove (self, pair);
+    }
+    free (pairs);
+    self->merged_through = through;
+    if (self->seen < through)
+        self->seen = through;
+    return 0;
+}
+
 int
 chat_sqlite_pairs_begin (chat_sqlite_pairs_t *self)
 {
     assert (self);
+    int64_t through;
+    if (s_read_through (self, &through)
+    ||  (through > self->merged_through && s_merged_elsewhere (self, through)))
+        return -1;
     self->open_seen = self->seen;
     self->open_stored = 0;
     self->open_written = 0;

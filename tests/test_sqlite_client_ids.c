@@ -9,7 +9,9 @@
     stored is found with its message's id after every transaction, across
     merges, rollbacks (also in the middle of a merge), a restart, and rows
     written by another connection; and that the table ends up holding
-    exactly the messages it says it holds.
+    exactly the messages it says it holds. Two handles on one file, each
+    storing in turn and one only reading, each keep no more in memory
+    than one would: what the other merged leaves it.
     =========================================================================
 */
 
@@ -27,6 +29,8 @@ typedef struct {
     char path [256];                    //  The database file
     sqlite3 *db;                        //  Our connection
     chat_sqlite_ids_t *ids;             //  Under test
+    sqlite3 *db2;                       //  A second connection (s_swap)
+    chat_sqlite_ids_t *ids2;            //  With its own handle
     int64_t ids_of [2][2000];           //  Message id of client_id k<i>, by
                                         //  sender 1 or 2; 0 if not stored
 } s_fixture_t;
@@ -66,7 +70,9 @@ s_teardown (void **state)
 {
     s_fixture_t *self = (s_fixture_t *) *state;
     chat_sqlite_ids_destroy (&self->ids);
+    chat_sqlite_ids_destroy (&self->ids2);
     sqlite3_close (self->db);
+    sqlite3_close (self->db2);
     chat_test_rmdir (&self->dir);
     free (self);
     return 0;
@@ -283,6 +289,84 @@ test_other_connection (void **state)
     s_check_all (self, 4);
 }
 
+//  Open the second connection and its handle
+static void
+s_open_second (s_fixture_t *self)
+{
+    assert_int_equal (sqlite3_open (self->path, &self->db2), SQLITE_OK);
+    sqlite3_busy_timeout (self->db2, 5000);
+    chat_test_sql (self->db2, "BEGIN");
+    self->ids2 = chat_sqlite_ids_new (self->db2, self->path, S_MERGE_AT);
+    assert_non_null (self->ids2);
+    chat_test_sql (self->db2, "COMMIT");
+}
+
+//  The second connection and handle become the ones s_begin, s_store,
+//  s_commit and s_check_all use, and the first the second
+static void
+s_swap (s_fixture_t *self)
+{
+    sqlite3 *db = self->db;
+    chat_sqlite_ids_t *ids = self->ids;
+    self->db = self->db2;
+    self->ids = self->ids2;
+    self->db2 = db;
+    self->ids2 = ids;
+}
+
+static void
+test_two_handles (void **state)
+{
+    s_fixture_t *self = (s_fixture_t *) *state;
+    s_open_second (self);
+    bool duplicate = false;
+    int key = 0;
+    //  Both store, in turn; each finds what the other stored, duplicates
+    //  included, and neither holds much more than merge_at
+    for (int tx = 0; tx < 200; tx++) {
+        s_swap (self);
+        s_begin (self);
+        s_check_all (self, key + 3);
+        for (int i = 0; i < 4; i++, key++) {
+            int sender = 1 + (tx + i) % 2;
+            self->ids_of [sender - 1][key] = s_store (self, sender, key, &duplicate);
+            assert_false (duplicate);
+        }
+        assert_int_equal (s_store (self, 1 + tx % 2, key - 2, &duplicate),
+                          self->ids_of [(tx % 2)][key - 2]);
+        assert_true (duplicate);
+        s_commit (self);
+        assert_true (chat_sqlite_ids_stats (self->ids).in_memory < 4 * S_MERGE_AT);
+    }
+    s_check_table (self);
+    int64_t through = chat_sqlite_ids_stats (self->ids).merged_through;
+    assert_true (through > 0);
+    uint64_t reader_merged = chat_sqlite_ids_stats (self->ids2).merged;
+
+    //  Now only the first stores and the second only reads: what the first
+    //  merges leaves the second's memory (it never merges itself)
+    for (int tx = 0; tx < 200; tx++) {
+        s_begin (self);
+        for (int i = 0; i < 4 && key < 2000; i++, key++)
+            self->ids_of [0][key] = s_store (self, 1, key, &duplicate);
+        s_commit (self);
+        s_swap (self);
+        chat_test_sql (self->db, "BEGIN");
+        assert_int_equal (chat_sqlite_ids_begin (self->ids), 0);
+        if (tx % 20 == 0)
+            s_check_all (self, key);
+        chat_test_sql (self->db, "COMMIT");
+        chat_sqlite_ids_committed (self->ids);
+        assert_true (chat_sqlite_ids_stats (self->ids).in_memory < 4 * S_MERGE_AT);
+        s_swap (self);
+    }
+    chat_sqlite_ids_stats_t reader = chat_sqlite_ids_stats (self->ids2);
+    assert_true (reader.merged_through > through);
+    assert_int_equal (reader.merged_through, chat_sqlite_ids_stats (self->ids).merged_through);
+    assert_int_equal (reader.merged, reader_merged);
+    s_check_table (self);
+}
+
 int
 main (void)
 {
@@ -290,6 +374,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_store_and_find, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_rollback, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_other_connection, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_two_handles, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

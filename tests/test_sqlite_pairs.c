@@ -11,7 +11,9 @@
     sqlite.c reads it (the table up to through_id, then memory) is exactly
     its rows, across merges, rollbacks (also in the middle of a merge), a
     restart, and rows written by another connection, caught up by a read
-    transaction.
+    transaction. Two handles on one file, each storing in turn and one
+    only reading, each keep no more in memory than one would: what the
+    other merged leaves it.
 
     Then the backend itself, whose merges start at 65,536 ids: 70,000
     messages between three users, so that the history pages, sync pages,
@@ -35,6 +37,8 @@ typedef struct {
     char path [256];                    //  The database file
     sqlite3 *db;                        //  Our connection
     chat_sqlite_pairs_t *pairs;         //  Under test
+    sqlite3 *db2;                       //  A second connection (s_swap)
+    chat_sqlite_pairs_t *pairs2;        //  With its own handle
     uint32_t random;                    //  A small LCG, for senders
 } s_fixture_t;
 
@@ -85,7 +89,9 @@ s_teardown (void **state)
 {
     s_fixture_t *self = (s_fixture_t *) *state;
     chat_sqlite_pairs_destroy (&self->pairs);
+    chat_sqlite_pairs_destroy (&self->pairs2);
     sqlite3_close (self->db);
+    sqlite3_close (self->db2);
     chat_test_rmdir (&self->dir);
     free (self);
     return 0;
@@ -304,6 +310,77 @@ test_other_connection (void **state)
     s_check_all (self);
     chat_sqlite_pairs_ids (self->pairs, 2, 1, &count);
     assert_int_equal (count, 2);
+}
+
+//  Open the second connection and its handle
+static void
+s_open_second (s_fixture_t *self)
+{
+    assert_int_equal (sqlite3_open (self->path, &self->db2), SQLITE_OK);
+    sqlite3_busy_timeout (self->db2, 5000);
+    chat_test_sql (self->db2, "BEGIN");
+    self->pairs2 = chat_sqlite_pairs_new (self->db2, self->path, S_MERGE_AT);
+    assert_non_null (self->pairs2);
+    chat_test_sql (self->db2, "COMMIT");
+    chat_sqlite_pairs_committed (self->pairs2);
+}
+
+//  The second connection and handle become the ones s_begin, s_store,
+//  s_commit and s_check_all use, and the first the second
+static void
+s_swap (s_fixture_t *self)
+{
+    sqlite3 *db = self->db;
+    chat_sqlite_pairs_t *pairs = self->pairs;
+    self->db = self->db2;
+    self->pairs = self->pairs2;
+    self->db2 = db;
+    self->pairs2 = pairs;
+}
+
+static void
+test_two_handles (void **state)
+{
+    s_fixture_t *self = (s_fixture_t *) *state;
+    s_open_second (self);
+    //  Both store, in turn, each after it took in what the other stored
+    //  and merged; neither holds much more than merge_at
+    for (int tx = 0; tx < 200; tx++) {
+        s_swap (self);
+        s_begin (self);
+        s_check_all (self);
+        for (int i = 0; i < 4; i++)
+            s_store (self, s_user (self), s_user (self));
+        s_commit (self);
+        s_check_all (self);
+        assert_true (chat_sqlite_pairs_stats (self->pairs).in_memory < 4 * S_MERGE_AT);
+    }
+    s_check_table (self);
+    int64_t through = chat_sqlite_pairs_stats (self->pairs).merged_through;
+    assert_true (through > 0);
+    uint64_t reader_merged = chat_sqlite_pairs_stats (self->pairs2).merged;
+
+    //  Now only the first stores and the second only reads: what the first
+    //  merges leaves the second's memory (it never merges itself)
+    for (int tx = 0; tx < 300; tx++) {
+        s_begin (self);
+        for (int i = 0; i < 4; i++)
+            s_store (self, s_user (self), s_user (self));
+        s_commit (self);
+        s_swap (self);
+        chat_test_sql (self->db, "BEGIN");
+        assert_int_equal (chat_sqlite_pairs_begin (self->pairs), 0);
+        s_check_all (self);
+        chat_test_sql (self->db, "COMMIT");
+        chat_sqlite_pairs_committed (self->pairs);
+        assert_true (chat_sqlite_pairs_stats (self->pairs).in_memory < 4 * S_MERGE_AT);
+        s_swap (self);
+    }
+    chat_sqlite_pairs_stats_t reader = chat_sqlite_pairs_stats (self->pairs2);
+    assert_true (reader.merged_through > through);
+    assert_int_equal (reader.merged_through, chat_sqlite_pairs_stats (self->pairs).merged_through);
+    assert_int_equal (reader.merged, reader_merged);
+    s_check_table (self);
 }
 
 //  A direction's key holds user ids up to 2^32 - 1: past that a store
@@ -563,6 +640,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_rollback, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_other_connection, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_user_id_limit, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_two_handles, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_backend_across_merge, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
