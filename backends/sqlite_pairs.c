@@ -207,6 +207,20 @@ s_remove (chat_sqlite_pairs_t *self, s_pair_t *pair)
     s_pair_destroy (&pair);
 }
 
+//  The first n ids of a direction are in the table: take them out of
+//  memory, and the direction with them if none are left
+static void
+s_drop_prefix (chat_sqlite_pairs_t *self, s_pair_t *pair, size_t n)
+{
+    assert (n <= pair->count);
+    pair->count -= n;
+    self->count -= n;
+    memmove (pair->ids, pair->ids + n, pair->count * sizeof (int64_t));
+    pair->swept = 0;
+    if (pair->count == 0)
+        s_remove (self, pair);
+}
+
 //  Every pair in the map, into a new array (*count of them); NULL (and
 //  logged) if memory runs out
 static s_pair_t **
@@ -356,12 +370,7 @@ s_merged_elsewhere (chat_sqlite_pairs_t *self, int64_t through)
     for (size_t i = 0; i < count; i++) {
         s_pair_t *pair = pairs [i];
         size_t covered = chat_sqlite_pairs_rank (pair->ids, pair->count, through);
-        pair->count -= covered;
-        self->count -= covered;
-        memmove (pair->ids, pair->ids + covered, pair->count * sizeof (int64_t));
-        pair->swept = 0;
-        if (pair->count == 0)
-            s_remove (self, pair);
+        s_drop_prefix (self, pair, covered);
     }
     free (pairs);
     self->merged_through = through;
@@ -481,13 +490,8 @@ s_sweep_finish (chat_sqlite_pairs_t *self)
     self->merged_through = self->sweep_through;
     for (size_t i = 0; i < self->sweep_pairs; i++) {
         s_pair_t *pair = self->sweep [i];
-        assert (pair->swept > 0 && pair->swept <= pair->count);
-        pair->count -= pair->swept;
-        self->count -= pair->swept;
-        memmove (pair->ids, pair->ids + pair->swept, pair->count * sizeof (int64_t));
-        pair->swept = 0;
-        if (pair->count == 0)
-            s_remove (self, pair);
+        assert (pair->swept > 0);
+        s_drop_prefix (self, pair, pair->swept);
     }
     free (self->sweep);
     self->sweep = NULL;
