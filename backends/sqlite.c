@@ -11,9 +11,14 @@
     expires_ms): exact, compact, compared and ordered as numbers, and
     formatted into RFC 3339 only at the edge (chat_timestamp_format).
 
-    Write path. message_store_batch runs the prepared INSERT and the
-    conversation upsert once per message (in-process, there is no round
-    trip to save). What a batch costs is mostly the kernel: every commit
+    Write path. message_store_batch runs the prepared INSERT once per
+    message (in-process, there is no round trip to save). Each
+    conversation's two rows get their newest id once per transaction, not
+    once per message: s_touch_add notes (pair, id) and s_touches_flush
+    upserts each pair once, before the commit and before any statement of
+    the open transaction reads conversations (seventeenth session in
+    docs/benchmarks.md: at window 8 a conversation has about 8 messages a
+    batch). What a batch costs is mostly the kernel: every commit
     writes each B-tree page it dirtied into the WAL (synchronous = FULL:
     and fdatasyncs it). A message appends to the table (the last page),
     and rewrites its two conversation rows in place (small rows, dense
@@ -437,6 +442,17 @@ static const char *s_sql [S_STMT_COUNT] = {
 #define S_MESSAGE_NCOLUMNS  8
 
 //  --------------------------------------------------------------------------
+//  A conversation the open transaction stored a message in: its two rows
+//  get the newest such id at the next s_touches_flush
+
+typedef struct {
+    int64_t low;                        //  The two users, low <= high
+    int64_t high;
+    int64_t id;                         //  A message between them
+} s_touch_t;
+
+
+//  --------------------------------------------------------------------------
 //  Structure of our handle
 
 struct chat_backend_t {
@@ -454,6 +470,10 @@ struct chat_backend_t {
     chat_sqlite_pairs_t *pairs;         //  The directions' newest ids, made
                                         //  at the first transaction that
                                         //  stores or reads messages
+    s_touch_t *touches;                 //  One a message the open transaction
+                                        //  stored, not yet in conversations
+    size_t touch_count;                 //  Entries of touches in use
+    size_t touch_size;                  //  Entries allocated
 };
 
 
@@ -626,6 +646,7 @@ s_close (chat_backend_t **self_p)
             zsys_error ("sqlite %s: close: %s", self->path, sqlite3_errmsg (self->db));
         s_held_free (self);
         free (self->held);
+        free (self->touches);
         free (self->path);
         free (self);
         *self_p = NULL;
@@ -947,6 +968,7 @@ static int
 s_rollback (chat_backend_t *self)
 {
     assert (self);
+    self->touch_count = 0;
     if (self->client_ids)
         chat_sqlite_ids_rolled_back (self->client_ids);
     if (self->pairs)
@@ -990,6 +1012,69 @@ s_begin (chat_backend_t *self)
     return rc;
 }
 
+//  Note that message is in its conversation, for the next
+//  s_touches_flush: 0, or -1 (logged) if memory runs out
+
+static int
+s_touch_add (chat_backend_t *self, const chat_message_t *message)
+{
+    if (self->touch_count == self->touch_size) {
+        size_t size = self->touch_size? self->touch_size * 2: 256;
+        s_touch_t *touches = (s_touch_t *) realloc (self->touches, size * sizeof (s_touch_t));
+        if (!touches) {
+            zsys_error ("sqlite %s: message_store (conversation): out of memory", self->path);
+            return -1;
+        }
+        self->touches = touches;
+        self->touch_size = size;
+    }
+    s_touch_t *touch = &self->touches [self->touch_count++];
+    bool ascending = message->from_user_id <= message->to_user_id;
+    touch->low = ascending? message->from_user_id: message->to_user_id;
+    touch->high = ascending? message->to_user_id: message->from_user_id;
+    touch->id = message->id;
+    return 0;
+}
+
+//  By pair, then id: each pair's newest id ends its run
+static int
+s_touch_compare (const void *a, const void *b)
+{
+    const s_touch_t *x = (const s_touch_t *) a;
+    const s_touch_t *y = (const s_touch_t *) b;
+    if (x->low != y->low)
+        return x->low < y->low? -1: 1;
+    if (x->high != y->high)
+        return x->high < y->high? -1: 1;
+    return x->id < y->id? -1: x->id > y->id? 1: 0;
+}
+
+//  Make each noted conversation's newest message the newest of both its
+//  rows: one upsert a conversation, in key order
+
+static int
+s_touches_flush (chat_backend_t *self)
+{
+    qsort (self->touches, self->touch_count, sizeof (s_touch_t), s_touch_compare);
+    sqlite3_stmt *stmt = self->stmt [S_CONVERSATION_TOUCH];
+    int rc = CHAT_DB_OK;
+    for (size_t i = 0; i < self->touch_count && rc == CHAT_DB_OK; i++) {
+        const s_touch_t *touch = &self->touches [i];
+        if (i + 1 < self->touch_count
+        &&  touch [1].low == touch->low && touch [1].high == touch->high)
+            continue;                   //  Not the newest of its pair
+        sqlite3_bind_int64 (stmt, 1, touch->low);
+        sqlite3_bind_int64 (stmt, 2, touch->high);
+        sqlite3_bind_int64 (stmt, 3, touch->id);
+        if (sqlite3_step (stmt) != SQLITE_DONE)
+            rc = s_fail (self, "message_store (conversation)");
+        s_done (stmt);
+    }
+    if (rc == CHAT_DB_OK)
+        self->touch_count = 0;
+    return rc;
+}
+
 //  A commit that fails rolls the whole batch back. The chunks of merges
 //  in progress (client_ids, pairs) go in with it.
 
@@ -999,7 +1084,8 @@ s_commit (chat_backend_t *self)
     assert (self);
     assert (self->client_ids);          //  Every write transaction is s_begin's
     assert (self->pairs);
-    int rc = chat_sqlite_ids_flush (self->client_ids) == 0
+    int rc = s_touches_flush (self) == CHAT_DB_OK
+          && chat_sqlite_ids_flush (self->client_ids) == 0
           && chat_sqlite_pairs_flush (self->pairs) == 0
            ? s_step_once (self, S_COMMIT, "commit"): CHAT_DB_UNAVAILABLE;
     if (rc == CHAT_DB_OK) {
@@ -1014,7 +1100,8 @@ s_commit (chat_backend_t *self)
 //  A read of several statements (history, sync, conversations): in a
 //  read transaction of its own, so that they and the pairs in memory see
 //  one snapshot, unless the caller has a transaction open (whose
-//  s_begin caught the pairs up). *own_tx says which, for s_read_end.
+//  s_begin caught the pairs up, and whose conversations are brought up to
+//  date first). *own_tx says which, for s_read_end.
 
 static int
 s_read_begin (chat_backend_t *self, bool *own_tx, const char *what)
@@ -1022,7 +1109,7 @@ s_read_begin (chat_backend_t *self, bool *own_tx, const char *what)
     *own_tx = sqlite3_get_autocommit (self->db) != 0;
     if (!*own_tx) {
         assert (self->pairs);           //  Every write transaction is s_begin's
-        return CHAT_DB_OK;
+        return s_touches_flush (self);
     }
     if (s_step_once (self, S_BEGIN_READ, what) != CHAT_DB_OK)
         return CHAT_DB_UNAVAILABLE;
@@ -1073,21 +1160,8 @@ s_message_first (chat_backend_t *self, chat_message_t *message, int64_t id)
     return rc;
 }
 
-//  Make message the newest of its conversation, on both sides
-
-static int
-s_conversation_touch (chat_backend_t *self, const chat_message_t *message)
-{
-    sqlite3_stmt *stmt = self->stmt [S_CONVERSATION_TOUCH];
-    sqlite3_bind_int64 (stmt, 1, message->from_user_id);
-    sqlite3_bind_int64 (stmt, 2, message->to_user_id);
-    sqlite3_bind_int64 (stmt, 3, message->id);
-    int rc = sqlite3_step (stmt) == SQLITE_DONE? CHAT_DB_OK: s_fail (self, "message_store (conversation)");
-    s_done (stmt);
-    return rc;
-}
-
-//  Store one message: an INSERT and its conversation rows. A client_id
+//  Store one message: an INSERT, its conversation noted for
+//  s_touches_flush (the rows are written once a transaction). A client_id
 //  the sender used before, committed or earlier in this transaction (so
 //  also earlier in this batch), is looked up first (sqlite_client_ids.c),
 //  so a resend is answered as a duplicate whatever its recipient. The
@@ -1139,7 +1213,8 @@ s_message_store_one (chat_backend_t *self, chat_message_t *message, int64_t now_
                                   client_id_len, client_id_key, message->id) == 0
           && chat_sqlite_pairs_add (self->pairs, message->from_user_id, message->to_user_id,
                                     message->id) == 0
-           ? s_conversation_touch (self, message): CHAT_DB_UNAVAILABLE;
+          && s_touch_add (self, message) == 0
+           ? CHAT_DB_OK: CHAT_DB_UNAVAILABLE;
     }
     else
     if (code == SQLITE_CONSTRAINT_FOREIGNKEY)
@@ -1445,7 +1520,7 @@ s_mark_read (chat_backend_t *self, int64_t reader_id, int64_t partner_id,
     assert (self);
     bool own_tx = sqlite3_get_autocommit (self->db) != 0;
     int64_t count = 0;
-    int rc = own_tx? s_begin (self): CHAT_DB_OK;
+    int rc = own_tx? s_begin (self): s_touches_flush (self);
     if (rc != CHAT_DB_OK)
         goto done;
 

@@ -877,6 +877,12 @@ test_rollback (void **state)
     assert_int_equal (suite->ops->conversations (suite->db, alice, s_on_conversation, &convs), CHAT_DB_OK);
     assert_int_equal (convs.count, 0);
 
+    //  Nor does a later commit of another conversation bring them back
+    int64_t carol = s_user (suite, "Roll_Carol");
+    s_send (suite, carol, bob, "elsewhere");
+    assert_int_equal (suite->ops->conversations (suite->db, alice, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 0);
+
     //  The client_id was never stored, so it is not a duplicate now
     assert_int_equal (suite->ops->begin (suite->db), CHAT_DB_OK);
     int64_t kept = s_put (suite, alice, bob, "kept", 4, "roll-1");
@@ -915,8 +921,71 @@ test_batch (void **state)
     assert_int_equal (rows.count, 2);
     assert_int_equal (rows.rows [0].id, first);
     assert_string_equal (rows.rows [0].content, "b-0");
+    //  One conversation, on both sides, with the batch's last message
+    s_convs_t convs = { 0 };
+    assert_int_equal (suite->ops->conversations (suite->db, alice, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 1);
+    assert_int_equal (convs.convs [0].user_id, bob);
+    assert_int_equal (convs.convs [0].last.id, last);
+    assert_int_equal (convs.convs [0].unread, 1000);
+    s_convs_clear (&convs);
+    assert_int_equal (suite->ops->conversations (suite->db, bob, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 1);
+    assert_int_equal (convs.convs [0].last.id, last);
+    s_convs_clear (&convs);
     assert_int_equal (s_mark_read (suite, alice, bob, last), 1000);
     s_rows_clear (&rows);
+}
+
+//  Reads inside an open write transaction see what it stored so far:
+//  conversations (order, last message, unread), sync, mark_read; and
+//  what it stores after such a read is committed with it
+static void
+test_reads_in_transaction (void **state)
+{
+    s_suite_t *suite = s_suite (state);
+    int64_t me = s_user (suite, "Tx_Me");
+    int64_t p1 = s_user (suite, "Tx_P1");
+    int64_t p2 = s_user (suite, "Tx_P2");
+    int64_t before = s_send (suite, p1, me, "committed");
+
+    assert_int_equal (suite->ops->begin (suite->db), CHAT_DB_OK);
+    int64_t a = s_put (suite, p2, me, "a", 1, NULL);
+    int64_t b = s_put (suite, me, p1, "b", 1, NULL);
+    int64_t c = s_put (suite, p2, me, "c", 1, NULL);
+    s_convs_t convs = { 0 };
+    assert_int_equal (suite->ops->conversations (suite->db, me, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 2);
+    assert_int_equal (convs.convs [0].user_id, p2);
+    assert_int_equal (convs.convs [0].last.id, c);
+    assert_int_equal (convs.convs [0].unread, 2);
+    assert_int_equal (convs.convs [1].user_id, p1);
+    assert_int_equal (convs.convs [1].last.id, b);
+    assert_int_equal (convs.convs [1].unread, 1);
+    s_convs_clear (&convs);
+    s_rows_t rows = { 0 };
+    assert_false (s_sync (suite, me, before, 10, &rows));
+    int64_t stored [] = { a, b, c };
+    s_assert_ids (&rows, stored, 3);
+    s_rows_clear (&rows);
+    assert_int_equal (s_mark_read (suite, me, p2, a), 1);
+    int64_t d = s_put (suite, p1, me, "d", 1, NULL);
+    assert_int_equal (suite->ops->commit (suite->db), CHAT_DB_OK);
+
+    assert_int_equal (suite->ops->conversations (suite->db, me, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 2);
+    assert_int_equal (convs.convs [0].user_id, p1);
+    assert_int_equal (convs.convs [0].last.id, d);
+    assert_int_equal (convs.convs [0].unread, 2);
+    assert_int_equal (convs.convs [1].user_id, p2);
+    assert_int_equal (convs.convs [1].last.id, c);
+    assert_int_equal (convs.convs [1].unread, 1);
+    s_convs_clear (&convs);
+    assert_int_equal (suite->ops->conversations (suite->db, p1, s_on_conversation, &convs), CHAT_DB_OK);
+    assert_int_equal (convs.count, 1);
+    assert_int_equal (convs.convs [0].last.id, d);
+    assert_int_equal (convs.convs [0].unread, 1);
+    s_convs_clear (&convs);
 }
 
 
@@ -1736,6 +1805,7 @@ main (void)
         cmocka_unit_test (test_duplicate_same_transaction),
         cmocka_unit_test (test_rollback),
         cmocka_unit_test (test_batch),
+        cmocka_unit_test (test_reads_in_transaction),
         cmocka_unit_test (test_batch_call),
         cmocka_unit_test (test_batch_call_large),
         cmocka_unit_test (test_history_empty),
