@@ -1055,6 +1055,8 @@ s_touch_compare (const void *a, const void *b)
 static int
 s_touches_flush (chat_backend_t *self)
 {
+    if (self->touch_count == 0)
+        return CHAT_DB_OK;              //  (touches may still be NULL)
     qsort (self->touches, self->touch_count, sizeof (s_touch_t), s_touch_compare);
     sqlite3_stmt *stmt = self->stmt [S_CONVERSATION_TOUCH];
     int rc = CHAT_DB_OK;
