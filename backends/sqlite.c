@@ -443,7 +443,10 @@ static const char *s_sql [S_STMT_COUNT] = {
 
 //  --------------------------------------------------------------------------
 //  A conversation the open transaction stored a message in: its two rows
-//  get the newest such id at the next s_touches_flush
+//  get the newest such id at the next s_touches_flush. Until then only
+//  last_id and a new row wait; read_up_to, which message rows join for
+//  is_read (a duplicate's lookup in the same transaction, say), is not
+//  what a touch changes, and a missing row reads as 0 as a new one would.
 
 typedef struct {
     int64_t low;                        //  The two users, low <= high
