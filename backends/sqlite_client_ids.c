@@ -35,12 +35,20 @@
     rows (a range of rowids, at most about merge_at plus a merge's worth).
     Rows stored by another connection of the same file are read in the
     same way at the start of each transaction (none, normally: a rowid
-    probe). A rolled back transaction takes its entries back out. Another
+    probe). A rolled back transaction takes its entries back out (they are
+    linked in a list of their own as they are entered, so a rollback needs
+    no memory). Another
     handle that writes the same file may merge too: each transaction reads
     through_id first, and what another handle moved it past leaves memory
     (with a merge of ours in progress, whose entries are then in the
     table), so that no handle keeps more than its share; through_id only
     moves up.
+
+    Out of memory: an entry that cannot be entered fails its store (-1:
+    the backend fails the batch, which is answered storage_unavailable); a
+    merge that cannot start stays undone until a later commit starts it;
+    a begin that cannot take out what another handle merged fails and
+    changes nothing.
     =========================================================================
 */
 
@@ -60,6 +68,8 @@
 //  whose keys share a hash (in practice never) are chained.
 typedef struct s_entry_t {
     struct s_entry_t *next;             //  Next entry with the same hash
+    struct s_entry_t *opened;           //  The entry entered before it in
+                                        //  the open transaction, or NULL
     uint64_t key;                       //  Its key in the map
     int64_t sender_id;                  //  Who sent it
     int64_t message_id;                 //  The first message with it
@@ -86,6 +96,9 @@ struct chat_sqlite_ids_t {
     unsigned char key [crypto_shorthash_KEYBYTES];  //  SipHash key
     chat_idmap_t map;                   //  Key -> chain of s_entry_t
     size_t count;                       //  Entries in the map
+    s_entry_t *opened;                  //  Entries entered since the
+                                        //  transaction began, newest first
+                                        //  (a rollback takes them out)
     int64_t seen;                       //  Every committed row with id <= seen
                                         //  is in the table or in the map
     int64_t open_seen;                  //  The same, inside the transaction
@@ -153,6 +166,8 @@ s_put (chat_sqlite_ids_t *self, uint64_t key, int64_t sender_id, const char *cli
         free (entry);
         return -1;
     }
+    entry->opened = self->opened;
+    self->opened = entry;
     self->count++;
     return 0;
 }
@@ -180,12 +195,16 @@ s_remove (chat_sqlite_ids_t *self, s_entry_t *entry)
     self->count--;
 }
 
-//  The entries with message_id in (above, up_to], as merge items
+//  The entries with message_id in (above, up_to], as merge items, or NULL
+//  (logged) if memory runs out
 static s_item_t *
 s_items (chat_sqlite_ids_t *self, int64_t above, int64_t up_to, size_t *count)
 {
     s_item_t *items = (s_item_t *) malloc ((self->count + 1) * sizeof (s_item_t));
-    assert (items);
+    if (!items) {
+        zsys_error ("sqlite %s: client ids: out of memory", self->path);
+        return NULL;
+    }
     *count = 0;
     size_t cursor = 0;
     uint64_t key;
@@ -282,6 +301,7 @@ chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
     if (s_read_tail (self))
         goto failed;
     self->seen = self->open_seen;
+    self->opened = NULL;                //  Committed rows, not a transaction's
     return self;
 
 failed:
@@ -323,20 +343,24 @@ chat_sqlite_ids_destroy (chat_sqlite_ids_t **self_p)
 
 //  Another handle moved through_id up to through: every entry up to it is
 //  in the table, so it leaves memory, and a merge of ours in progress is
-//  dropped (its entries above through go into the next merge)
-static void
+//  dropped (its entries above through go into the next merge). 0, or -1
+//  (logged, nothing changed) if memory runs out.
+static int
 s_merged_elsewhere (chat_sqlite_ids_t *self, int64_t through)
 {
-    free (self->sweep);
-    self->sweep = NULL;
     size_t count = 0;
     s_item_t *items = s_items (self, INT64_MIN, through, &count);
+    if (!items)
+        return -1;
+    free (self->sweep);
+    self->sweep = NULL;
     for (size_t i = 0; i < count; i++)
         s_remove (self, items [i].entry);
     free (items);
     self->merged_through = through;
     if (self->seen < through)
         self->seen = through;
+    return 0;
 }
 
 int
@@ -344,10 +368,11 @@ chat_sqlite_ids_begin (chat_sqlite_ids_t *self)
 {
     assert (self);
     int64_t through;
+    assert (!self->opened);             //  The last transaction ended
     if (s_read_through (self, &through))
         return -1;
-    if (through > self->merged_through)
-        s_merged_elsewhere (self, through);
+    if (through > self->merged_through && s_merged_elsewhere (self, through) != 0)
+        return -1;
     self->open_seen = self->seen;
     self->open_stored = 0;
     self->sweep_written = 0;
@@ -439,10 +464,14 @@ s_compare (const void *a, const void *b)
     return x->message_id < y->message_id? -1: x->message_id > y->message_id? 1: 0;
 }
 
+//  Start a merge of every entry. If memory runs out (logged) none starts;
+//  the next commit tries again, and the entries stay here meanwhile.
 static void
 s_sweep_start (chat_sqlite_ids_t *self)
 {
     self->sweep = s_items (self, INT64_MIN, INT64_MAX, &self->sweep_count);
+    if (!self->sweep)
+        return;
     qsort (self->sweep, self->sweep_count, sizeof (s_item_t), s_compare);
     self->sweep_next = 0;
     self->sweep_through = self->seen;
@@ -453,6 +482,7 @@ chat_sqlite_ids_committed (chat_sqlite_ids_t *self)
 {
     assert (self);
     self->seen = self->open_seen;
+    self->opened = NULL;
     if (self->sweep) {
         self->sweep_next += self->sweep_written;
         self->merged += self->sweep_written;
@@ -476,14 +506,13 @@ void
 chat_sqlite_ids_rolled_back (chat_sqlite_ids_t *self)
 {
     assert (self);
-    //  What the transaction entered has ids above seen; a merge's entries
-    //  are all at most seen, so the merge goes on from where it was
-    if (self->open_seen > self->seen) {
-        size_t count = 0;
-        s_item_t *items = s_items (self, self->seen, INT64_MAX, &count);
-        for (size_t i = 0; i < count; i++)
-            s_remove (self, items [i].entry);
-        free (items);
+    //  What the transaction entered is on the opened list (so taking it
+    //  out needs no memory); a merge's entries are all older, so the merge
+    //  goes on from where it was
+    while (self->opened) {
+        s_entry_t *entry = self->opened;
+        self->opened = entry->opened;
+        s_remove (self, entry);
     }
     self->open_seen = self->seen;
     self->open_stored = 0;

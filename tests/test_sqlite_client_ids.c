@@ -11,7 +11,11 @@
     written by another connection; and that the table ends up holding
     exactly the messages it says it holds. Two handles on one file, each
     storing in turn and one only reading, each keep no more in memory
-    than one would: what the other merged leaves it.
+    than one would: what the other merged leaves it. Out of memory (malloc
+    made to fail): a client_id that cannot be entered fails its store, a
+    rollback needs no memory, a merge that cannot start starts at a later
+    commit, and a begin that cannot drop what another handle merged fails
+    and changes nothing.
     =========================================================================
 */
 
@@ -23,6 +27,19 @@
 #include <sqlite3.h>
 
 #define S_MERGE_AT  100
+
+//  This binary is linked with -Wl,--wrap=malloc (tests/CMakeLists.txt):
+//  malloc in this file and in the code under test comes here, and fails
+//  while s_malloc_fails is set
+void *__real_malloc (size_t size);
+void *__wrap_malloc (size_t size);
+static bool s_malloc_fails;
+
+void *
+__wrap_malloc (size_t size)
+{
+    return s_malloc_fails? NULL: __real_malloc (size);
+}
 
 typedef struct {
     char *dir;                          //  Temporary directory
@@ -100,6 +117,22 @@ s_rollback (s_fixture_t *self)
     chat_sqlite_ids_rolled_back (self->ids);
 }
 
+//  Insert the row of a message of sender (client_id may be NULL); its id
+static int64_t
+s_insert (s_fixture_t *self, int64_t sender, const char *client_id)
+{
+    sqlite3_stmt *stmt = NULL;
+    assert_int_equal (sqlite3_prepare_v2 (self->db,
+        "INSERT INTO private_messages (sender_id, receiver_id, content, created_ms, client_id)"
+        " VALUES (?1, 3 - ?1, 'x', 1, ?2)", -1, &stmt, NULL), SQLITE_OK);
+    sqlite3_bind_int64 (stmt, 1, sender);
+    if (client_id)
+        sqlite3_bind_text (stmt, 2, client_id, -1, SQLITE_TRANSIENT);
+    assert_int_equal (sqlite3_step (stmt), SQLITE_DONE);
+    sqlite3_finalize (stmt);
+    return sqlite3_last_insert_rowid (self->db);
+}
+
 //  Store a message of sender with client_id k<key> (key < 0: none) as
 //  message_store does; returns its id, or the first one's if used before
 static int64_t
@@ -119,16 +152,7 @@ s_store (s_fixture_t *self, int64_t sender, int key, bool *duplicate)
             return first;
         }
     }
-    sqlite3_stmt *stmt = NULL;
-    assert_int_equal (sqlite3_prepare_v2 (self->db,
-        "INSERT INTO private_messages (sender_id, receiver_id, content, created_ms, client_id)"
-        " VALUES (?1, 3 - ?1, 'x', 1, ?2)", -1, &stmt, NULL), SQLITE_OK);
-    sqlite3_bind_int64 (stmt, 1, sender);
-    if (key >= 0)
-        sqlite3_bind_text (stmt, 2, client_id, len, SQLITE_TRANSIENT);
-    assert_int_equal (sqlite3_step (stmt), SQLITE_DONE);
-    sqlite3_finalize (stmt);
-    int64_t id = sqlite3_last_insert_rowid (self->db);
+    int64_t id = s_insert (self, sender, key >= 0? client_id: NULL);
     assert_int_equal (chat_sqlite_ids_add (self->ids, sender, key >= 0? client_id: NULL,
                                            (size_t) len, map_key, id), 0);
     return id;
@@ -367,6 +391,103 @@ test_two_handles (void **state)
     s_check_table (self);
 }
 
+//  A committed transaction of count messages of sender with new keys from
+//  *key on
+static void
+s_store_committed (s_fixture_t *self, int64_t sender, int count, int *key)
+{
+    bool duplicate = false;
+    s_begin (self);
+    for (int i = 0; i < count; i++, (*key)++) {
+        self->ids_of [sender - 1][*key] = s_store (self, sender, *key, &duplicate);
+        assert_false (duplicate);
+    }
+    s_commit (self);
+}
+
+static void
+test_out_of_memory (void **state)
+{
+    s_fixture_t *self = (s_fixture_t *) *state;
+    bool duplicate = false;
+    int key = 0;
+
+    //  A client_id that cannot be entered fails its store; the rollback
+    //  that follows leaves it unused
+    s_begin (self);
+    uint64_t map_key = 0;
+    int64_t first = 0;
+    assert_int_equal (chat_sqlite_ids_find (self->ids, 1, "k0", 2, &map_key, &first), 0);
+    int64_t id = s_insert (self, 1, "k0");
+    s_malloc_fails = true;
+    int rc = chat_sqlite_ids_add (self->ids, 1, "k0", 2, map_key, id);
+    s_malloc_fails = false;
+    assert_int_equal (rc, -1);
+    s_rollback (self);
+    s_check_all (self, 5);
+
+    //  A rollback takes out what its transaction entered without memory
+    s_begin (self);
+    for (int i = 0; i < 10; i++) {
+        s_store (self, 1 + i % 2, i, &duplicate);
+        assert_false (duplicate);
+    }
+    assert_int_equal (chat_sqlite_ids_stats (self->ids).in_memory, 10);
+    chat_test_sql (self->db, "ROLLBACK");
+    s_malloc_fails = true;
+    chat_sqlite_ids_rolled_back (self->ids);
+    s_malloc_fails = false;
+    assert_int_equal (chat_sqlite_ids_stats (self->ids).in_memory, 0);
+    s_check_all (self, 15);
+
+    //  The commit that reaches merge_at cannot start the merge: the
+    //  entries stay in memory, and the next commit starts it
+    while (chat_sqlite_ids_stats (self->ids).in_memory + 10 < S_MERGE_AT)
+        s_store_committed (self, 1, 10, &key);
+    s_begin (self);
+    for (int i = 0; i < 10; i++, key++)
+        self->ids_of [0][key] = s_store (self, 1, key, &duplicate);
+    assert_int_equal (chat_sqlite_ids_flush (self->ids), 0);
+    chat_test_sql (self->db, "COMMIT");
+    s_malloc_fails = true;
+    chat_sqlite_ids_committed (self->ids);
+    s_malloc_fails = false;
+    chat_sqlite_ids_stats_t stats = chat_sqlite_ids_stats (self->ids);
+    assert_true (stats.in_memory >= S_MERGE_AT);
+    assert_int_equal (stats.merged, 0);
+    s_check_all (self, key + 5);
+    while (chat_sqlite_ids_stats (self->ids).sweeps == 0)
+        s_store_committed (self, 1, 10, &key);
+    s_check_all (self, key + 5);
+    s_check_table (self);
+
+    //  Another handle merges what it stored; this one's begin cannot take
+    //  those entries out of memory: it fails and changes nothing, and the
+    //  next begin takes them out
+    s_open_second (self);
+    s_swap (self);
+    while (chat_sqlite_ids_stats (self->ids).sweeps == 0)
+        s_store_committed (self, 2, 10, &key);
+    s_swap (self);
+    stats = chat_sqlite_ids_stats (self->ids);
+    chat_test_sql (self->db, "BEGIN IMMEDIATE");
+    s_malloc_fails = true;
+    rc = chat_sqlite_ids_begin (self->ids);
+    s_malloc_fails = false;
+    assert_int_equal (rc, -1);
+    chat_sqlite_ids_stats_t failed = chat_sqlite_ids_stats (self->ids);
+    assert_int_equal (failed.in_memory, stats.in_memory);
+    assert_int_equal (failed.merged_through, stats.merged_through);
+    s_rollback (self);
+    s_begin (self);
+    s_check_all (self, key + 5);
+    s_commit (self);
+    chat_sqlite_ids_stats_t after = chat_sqlite_ids_stats (self->ids);
+    assert_int_equal (after.merged_through, chat_sqlite_ids_stats (self->ids2).merged_through);
+    assert_true (after.merged_through > stats.merged_through);
+    s_check_table (self);
+}
+
 int
 main (void)
 {
@@ -375,6 +496,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_rollback, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_other_connection, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_two_handles, s_setup, s_teardown),
+        cmocka_unit_test_setup_teardown (test_out_of_memory, s_setup, s_teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
