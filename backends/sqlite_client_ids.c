@@ -116,8 +116,6 @@ struct chat_sqlite_ids_t {
     size_t open_stored;                 //  Messages the transaction stored
     int64_t merged_through;             //  through_id as committed
     size_t merge_at;                    //  Entries in memory that start a merge
-    size_t drop_max;                    //  Merged entries that leave memory
-                                        //  a commit, at most
     bool merging;                       //  A merge is in progress:
     s_item_t *sweep;                    //  its entries, by sender
     size_t sweep_count;                 //  Its entries
@@ -327,7 +325,6 @@ chat_sqlite_ids_new (sqlite3 *db, const char *path, size_t merge_at)
     self->path = strdup (path);
     assert (self->path);
     self->merge_at = merge_at;
-    self->drop_max = merge_at / S_DROP_COMMITS > 0? merge_at / S_DROP_COMMITS: 1;
     crypto_shorthash_keygen (self->key);
     chat_idmap_init (&self->map);
 
@@ -523,15 +520,16 @@ s_sort_by_sender (const s_item_t *from, s_item_t *out, s_item_t *spare, size_t c
         }
         for (size_t i = 0; i < count; i++)
             out [at [((uint64_t) in [i].sender_id >> shift) & 0xff]++] = in [i];
-        in = out;
+        s_item_t *written = out;
         out = spare;
-        spare = (s_item_t *) in;
+        spare = written;
+        in = written;
     }
     if (in == from) {
         memcpy (out, from, count * sizeof (s_item_t));
         return out;
     }
-    return spare;                       //  Which is in
+    return spare;                       //  The array the last pass wrote
 }
 
 //  Start a merge of every entry (none of them merged before). If memory
@@ -591,7 +589,9 @@ chat_sqlite_ids_committed (chat_sqlite_ids_t *self)
     //  commit's answers waited for. The share is at least twice what the
     //  commit stored, so memory cannot grow faster than it empties. Until
     //  they are gone they answer as the table would, and no merge starts.
-    size_t drop = self->open_stored * 2 > self->drop_max? self->open_stored * 2: self->drop_max;
+    size_t drop = self->merge_at / S_DROP_COMMITS + 1;
+    if (drop < self->open_stored * 2)
+        drop = self->open_stored * 2;
     for (size_t n = 0; n < drop && self->count > 0
                        && S_OLDEST (self) <= self->merged_through; n++)
         s_drop_oldest (self);

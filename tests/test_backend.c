@@ -130,6 +130,18 @@ s_on_conversation (const chat_conversation_t *conv, void *ctx)
     s_row_copy (&copy->last, &conv->last_message);
 }
 
+//  Conversation i is with user_id, its last message last_id, unread of it
+//  unread
+static void
+s_assert_conversation (const s_convs_t *convs, int i, int64_t user_id, int64_t last_id,
+                       int64_t unread)
+{
+    assert_true (i < convs->count);
+    assert_int_equal (convs->convs [i].user_id, user_id);
+    assert_int_equal (convs->convs [i].last.id, last_id);
+    assert_int_equal (convs->convs [i].unread, unread);
+}
+
 static void
 s_convs_clear (s_convs_t *convs)
 {
@@ -929,13 +941,11 @@ test_batch (void **state)
     s_convs_t convs = { 0 };
     assert_int_equal (suite->ops->conversations (suite->db, alice, s_on_conversation, &convs), CHAT_DB_OK);
     assert_int_equal (convs.count, 1);
-    assert_int_equal (convs.convs [0].user_id, bob);
-    assert_int_equal (convs.convs [0].last.id, last);
-    assert_int_equal (convs.convs [0].unread, 1000);
+    s_assert_conversation (&convs, 0, bob, last, 1000);
     s_convs_clear (&convs);
     assert_int_equal (suite->ops->conversations (suite->db, bob, s_on_conversation, &convs), CHAT_DB_OK);
     assert_int_equal (convs.count, 1);
-    assert_int_equal (convs.convs [0].last.id, last);
+    s_assert_conversation (&convs, 0, alice, last, 1000);
     s_convs_clear (&convs);
     assert_int_equal (s_mark_read (suite, alice, bob, last), 1000);
     s_rows_clear (&rows);
@@ -960,12 +970,8 @@ test_reads_in_transaction (void **state)
     s_convs_t convs = { 0 };
     assert_int_equal (suite->ops->conversations (suite->db, me, s_on_conversation, &convs), CHAT_DB_OK);
     assert_int_equal (convs.count, 2);
-    assert_int_equal (convs.convs [0].user_id, p2);
-    assert_int_equal (convs.convs [0].last.id, c);
-    assert_int_equal (convs.convs [0].unread, 2);
-    assert_int_equal (convs.convs [1].user_id, p1);
-    assert_int_equal (convs.convs [1].last.id, b);
-    assert_int_equal (convs.convs [1].unread, 1);
+    s_assert_conversation (&convs, 0, p2, c, 2);
+    s_assert_conversation (&convs, 1, p1, b, 1);
     s_convs_clear (&convs);
     s_rows_t rows = { 0 };
     assert_false (s_sync (suite, me, before, 10, &rows));
@@ -978,17 +984,12 @@ test_reads_in_transaction (void **state)
 
     assert_int_equal (suite->ops->conversations (suite->db, me, s_on_conversation, &convs), CHAT_DB_OK);
     assert_int_equal (convs.count, 2);
-    assert_int_equal (convs.convs [0].user_id, p1);
-    assert_int_equal (convs.convs [0].last.id, d);
-    assert_int_equal (convs.convs [0].unread, 2);
-    assert_int_equal (convs.convs [1].user_id, p2);
-    assert_int_equal (convs.convs [1].last.id, c);
-    assert_int_equal (convs.convs [1].unread, 1);
+    s_assert_conversation (&convs, 0, p1, d, 2);
+    s_assert_conversation (&convs, 1, p2, c, 1);
     s_convs_clear (&convs);
     assert_int_equal (suite->ops->conversations (suite->db, p1, s_on_conversation, &convs), CHAT_DB_OK);
     assert_int_equal (convs.count, 1);
-    assert_int_equal (convs.convs [0].last.id, d);
-    assert_int_equal (convs.convs [0].unread, 1);
+    s_assert_conversation (&convs, 0, me, d, 1);
     s_convs_clear (&convs);
 }
 
